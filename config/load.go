@@ -1,0 +1,210 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sethvargo/go-githubactions"
+)
+
+// FrontEnd is where a run's configuration comes from and its results go.
+type FrontEnd int
+
+const (
+	Terminal FrontEnd = iota
+	GitHub
+	Bitbucket
+)
+
+func (f FrontEnd) String() string {
+	return [...]string{"terminal", "github", "bitbucket"}[f]
+}
+
+// Detect tells the front end from the environment.
+func Detect(getenv func(string) string) FrontEnd {
+	switch {
+	case getenv("GITHUB_ACTIONS") == "true":
+		return GitHub
+	case getenv("BITBUCKET_BUILD_NUMBER") != "" || getenv("BITBUCKET_PIPE_STORAGE_DIR") != "":
+		return Bitbucket
+	}
+	return Terminal
+}
+
+// Config is a validated configuration.
+type Config struct {
+	Source        string
+	Tags          string
+	Repository    string
+	Concurrency   int
+	Adaptive      bool
+	MaxAttempts   int
+	RetryDelay    time.Duration
+	MaxRetryDelay time.Duration
+	Timeout       time.Duration
+	FailOnError   bool
+	DryRun        bool
+	Debug         bool
+}
+
+// UsageError is bad input: the run exits 2 and pushes nothing.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+func usage(format string, args ...any) error {
+	return &UsageError{fmt.Errorf(format, args...)}
+}
+
+// ErrHelp is returned when -h or --help was asked for.
+var ErrHelp = flag.ErrHelp
+
+// Load reads the configuration: defaults, then the front end's environment,
+// then flags, each overriding the one before.
+func Load(args []string, getenv func(string) string, fe FrontEnd, help io.Writer) (*Config, error) {
+	values := make(map[string]string)
+	for _, o := range Options() {
+		values[o.Name] = o.Default
+	}
+	switch fe {
+	case GitHub:
+		action := githubactions.New(githubactions.WithGetenv(getenv), githubactions.WithWriter(io.Discard))
+		for _, o := range Options() {
+			if v := action.GetInput(o.Name); v != "" {
+				values[o.Name] = v
+			}
+		}
+	case Bitbucket:
+		for _, o := range Options() {
+			if v := bitbucketVariable(o, getenv); v != "" {
+				values[o.Name] = v
+			}
+		}
+	}
+
+	fs := flag.NewFlagSet("tagpush", flag.ContinueOnError)
+	fs.SetOutput(help)
+	set := make(map[string]*string)
+	for _, o := range Options() {
+		v := new(string)
+		*v = o.Default
+		set[o.Name] = v
+		fs.Var(&flagValue{s: v, isBool: o.Kind == Bool}, o.Name, o.Description)
+	}
+	debug := fs.Bool("debug", false, "Log every retry and limit change in detail.")
+	fs.Usage = func() {
+		fmt.Fprintf(help, "Usage: tagpush --source SOURCE --tags TAGS [flags]\n       tagpush demo [--faults MODE]\n       tagpush --version\n\nFlags (each also reads the GitHub input or Bitbucket variable of the same name):\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, ErrHelp
+		}
+		return nil, usage("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, usage("unexpected argument %q: every setting is a flag (--source, --tags, ...)", fs.Arg(0))
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if v, ok := set[f.Name]; ok {
+			values[f.Name] = *v
+		}
+	})
+	cfg, err := parse(values)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Debug = *debug || isTrue(getenv("DEBUG")) || getenv("RUNNER_DEBUG") == "1"
+	return cfg, nil
+}
+
+// bitbucketVariable reads a pipe variable; a list given as a YAML list arrives
+// as NAME_COUNT and NAME_0, NAME_1, ...
+func bitbucketVariable(o Option, getenv func(string) string) string {
+	name := o.Variable()
+	if o.Kind == List {
+		if n, err := strconv.Atoi(getenv(name + "_COUNT")); err == nil && n > 0 {
+			items := make([]string, 0, n)
+			for i := range n {
+				items = append(items, getenv(fmt.Sprintf("%s_%d", name, i)))
+			}
+			return strings.Join(items, "\n")
+		}
+	}
+	return strings.TrimSpace(getenv(name))
+}
+
+func isTrue(s string) bool {
+	b, err := strconv.ParseBool(strings.TrimSpace(s))
+	return err == nil && b
+}
+
+func parse(v map[string]string) (*Config, error) {
+	c := &Config{Source: strings.TrimSpace(v["source"]), Tags: v["tags"], Repository: strings.TrimSpace(v["repository"])}
+	var errs []error
+	if c.Source == "" {
+		errs = append(errs, usage("source is required: the image to push, e.g. oci:./build/image"))
+	}
+	if strings.TrimSpace(c.Tags) == "" {
+		errs = append(errs, usage("tags is required: where to push, e.g. ghcr.io/acme/app:1.4"))
+	}
+	intOpt := func(name string, min int) int {
+		n, err := strconv.Atoi(strings.TrimSpace(v[name]))
+		if err != nil || n < min {
+			errs = append(errs, usage("%s: %q is not a whole number >= %d", name, v[name], min))
+		}
+		return n
+	}
+	durOpt := func(name string) time.Duration {
+		d, err := time.ParseDuration(strings.TrimSpace(v[name]))
+		if err != nil || d <= 0 {
+			errs = append(errs, usage("%s: %q is not a positive duration (e.g. 500ms, 2s, 10m)", name, v[name]))
+		}
+		return d
+	}
+	boolOpt := func(name string) bool {
+		b, err := strconv.ParseBool(strings.TrimSpace(v[name]))
+		if err != nil {
+			errs = append(errs, usage("%s: %q is not true or false", name, v[name]))
+		}
+		return b
+	}
+	c.Concurrency = intOpt("concurrency", 1)
+	c.MaxAttempts = intOpt("max-attempts", 1)
+	c.RetryDelay = durOpt("retry-delay")
+	c.MaxRetryDelay = durOpt("max-retry-delay")
+	c.Timeout = durOpt("timeout")
+	c.Adaptive = boolOpt("adaptive")
+	c.FailOnError = boolOpt("fail-on-error")
+	c.DryRun = boolOpt("dry-run")
+	if c.MaxRetryDelay > 0 && c.RetryDelay > c.MaxRetryDelay {
+		errs = append(errs, usage("max-retry-delay (%s) is less than retry-delay (%s)", c.MaxRetryDelay, c.RetryDelay))
+	}
+	if len(errs) > 0 {
+		return nil, &UsageError{errors.Join(errs...)}
+	}
+	return c, nil
+}
+
+// flagValue is a string flag that can also be given bare (--dry-run).
+type flagValue struct {
+	s      *string
+	isBool bool
+}
+
+func (f *flagValue) String() string {
+	if f == nil || f.s == nil {
+		return ""
+	}
+	return *f.s
+}
+
+func (f *flagValue) Set(v string) error { *f.s = v; return nil }
+
+func (f *flagValue) IsBoolFlag() bool { return f.isBool }

@@ -1,0 +1,77 @@
+// Package config holds tagpush's one table of options and reads them from
+// whichever front end runs it: CLI flags, GitHub Actions inputs (INPUT_*), or
+// Bitbucket Pipe variables (UPPER_SNAKE, lists as NAME_COUNT/NAME_0...).
+// action.yml and pipe.yml are checked against this table by tests.
+package config
+
+import "strings"
+
+// Kind is the type of an option's value.
+type Kind int
+
+const (
+	String Kind = iota
+	List        // items separated by newlines or commas
+	Int
+	Bool
+	Duration
+)
+
+// Option is one input of the action, flag of the CLI, and variable of the pipe.
+type Option struct {
+	Name        string // the action input and the CLI flag, kebab-case
+	Kind        Kind
+	Default     string
+	Required    bool
+	Secret      bool
+	Description string
+}
+
+// Variable is the option's Bitbucket Pipe variable name.
+func (o Option) Variable() string {
+	return strings.ToUpper(strings.ReplaceAll(o.Name, "-", "_"))
+}
+
+// Options returns the options, in the order the docs list them.
+func Options() []Option {
+	return []Option{
+		{Name: "source", Kind: String, Required: true,
+			Description: "The image to push: oci:PATH[:REF|@DIGEST], docker-archive:PATH[:NAME:TAG], or a path to either."},
+		{Name: "tags", Kind: List, Required: true,
+			Description: "Destination tags, one per line or separated by commas: full references (ghcr.io/acme/app:1.4) or bare tags joined to `repository`. Blank lines and # comments are ignored."},
+		{Name: "repository", Kind: String,
+			Description: "Default repository for bare tags, e.g. ghcr.io/acme/app."},
+		{Name: "concurrency", Kind: Int, Default: "4",
+			Description: "The most tags in flight at once per registry (the ceiling when adaptive)."},
+		{Name: "adaptive", Kind: Bool, Default: "true",
+			Description: "Lower concurrency when a registry answers 5xx/429 and raise it again when it recovers."},
+		{Name: "max-attempts", Kind: Int, Default: "5",
+			Description: "Attempts per tag for transient failures (5xx, 429, 408, resets, timeouts). Permanent failures are not retried."},
+		{Name: "retry-delay", Kind: Duration, Default: "1s",
+			Description: "First wait between attempts; it doubles each time, with jitter."},
+		{Name: "max-retry-delay", Kind: Duration, Default: "30s",
+			Description: "Longest wait between attempts, also the cap on a registry's Retry-After."},
+		{Name: "timeout", Kind: Duration, Default: "10m",
+			Description: "Time limit for one tag, all attempts included."},
+		{Name: "fail-on-error", Kind: Bool, Default: "true",
+			Description: "Exit 1 when any tag failed."},
+		{Name: "dry-run", Kind: Bool, Default: "false",
+			Description: "Validate the inputs and open the source, print the plan, push nothing."},
+	}
+}
+
+// Output is one output of the action.
+type Output struct {
+	Name        string
+	Description string
+}
+
+// Outputs returns the action's outputs.
+func Outputs() []Output {
+	return []Output{
+		{"digest", "The manifest digest pushed."},
+		{"results", `JSON array, in input order, of {"tag","status","digest","attempts","duration_ms","error"}; status is pushed, failed or cancelled.`},
+		{"pushed", "References pushed, one per line."},
+		{"failed", "References that failed or were cancelled, one per line."},
+	}
+}

@@ -1,0 +1,437 @@
+// Package faults is an HTTP layer in front of a registry that injects the
+// failures real registries produce (ghcr.io's 500s under parallel writes, 429
+// with Retry-After, connections reset mid-upload, slow answers, denied
+// repositories) and shapes traffic like a CI runner talking to a remote
+// registry (latency per request, an upload bandwidth cap). Faults are drawn
+// from a seeded source, so a run can be repeated. It counts requests, bytes and
+// injected faults so tests and the benchmark can assert on them.
+//
+// It is test and demo support: tagpush itself never uses it.
+package faults
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config says which faults to inject and how to shape traffic.
+type Config struct {
+	// Seed makes random faults repeatable.
+	Seed uint64
+	// MaxWrites, when positive, answers 500 to a write (POST, PATCH, PUT) that
+	// arrives while MaxWrites others are in flight: ghcr.io under parallel pushes.
+	MaxWrites int
+	// WriteErrorRate is the chance that any write gets a 500.
+	WriteErrorRate float64
+	// TooManyRate is the chance that a write gets a 429.
+	TooManyRate float64
+	// TooManyFirst answers 429 to the first n manifest PUTs, whatever the rate.
+	TooManyFirst int
+	// RetryAfter is sent as the Retry-After header of a 429 ("2", an HTTP date).
+	RetryAfter string
+	// GHCRBody puts the wait in the error body as ghcr.io does
+	// ("retry-after: 12.5ms, allowed: 2000/minute") instead of the header.
+	GHCRBody string
+	// ResetFirst resets the connection in the middle of the first n blob PATCHes.
+	ResetFirst int
+	// ResetRate is the chance that a blob PATCH is reset midway.
+	ResetRate float64
+	// FailWrites answers every write with this status (e.g. 500).
+	FailWrites int
+	// Deny answers every request for repository DenyRepo with DenyStatus (401 or 403).
+	DenyRepo   string
+	DenyStatus int
+	// SlowRate is the chance that a request is delayed by Slow first.
+	SlowRate float64
+	Slow     time.Duration
+	// Latency is added to every request, like a round trip to a remote registry.
+	Latency time.Duration
+	// UploadBytesPerSec caps the bandwidth of all request bodies together.
+	UploadBytesPerSec int64
+}
+
+// Preset returns the configuration of a named fault mode.
+func Preset(mode string) (Config, error) {
+	switch mode {
+	case "", "none":
+		return Config{}, nil
+	case "ghcr":
+		return Config{MaxWrites: 3, WriteErrorRate: 0.02}, nil
+	case "429":
+		return Config{TooManyRate: 0.1, RetryAfter: "1"}, nil
+	case "429-ghcr":
+		return Config{TooManyRate: 0.1, GHCRBody: "250ms"}, nil
+	case "reset":
+		return Config{ResetRate: 0.2}, nil
+	case "slow":
+		return Config{SlowRate: 0.2, Slow: 500 * time.Millisecond}, nil
+	case "flaky":
+		return Config{MaxWrites: 3, WriteErrorRate: 0.02, TooManyRate: 0.03, RetryAfter: "1", ResetRate: 0.05}, nil
+	}
+	return Config{}, fmt.Errorf("unknown fault mode %q (known: none, ghcr, 429, 429-ghcr, reset, slow, flaky)", mode)
+}
+
+// Stats counts what the layer saw and did.
+type Stats struct {
+	Requests int
+	// ByMethod counts requests per HTTP method.
+	ByMethod map[string]int
+	// UploadSessions counts blob upload starts (POST .../blobs/uploads/) that
+	// were not cross-repository mounts.
+	UploadSessions int
+	// Mounts counts cross-repository mount requests.
+	Mounts int
+	// BlobBytes is the number of blob bytes that reached the registry.
+	BlobBytes int64
+	// BlobsCommitted counts, per digest, uploads the registry accepted.
+	BlobsCommitted map[string]int
+	// ManifestPuts counts manifest PUTs the registry accepted.
+	ManifestPuts int
+	// Injected counts injected faults by kind ("500", "429", "reset", "slow", "deny").
+	Injected map[string]int
+	// PeakWrites is the most writes that were in flight at once.
+	PeakWrites int
+	// Writes records, for every write in arrival order, how many were in
+	// flight as it arrived (itself included) and when.
+	Writes []WriteSample
+	// ManifestPutTimes records when each manifest PUT arrived, per path.
+	ManifestPutTimes map[string][]time.Time
+}
+
+// WriteSample is one write's view of the load.
+type WriteSample struct {
+	At       time.Time
+	InFlight int
+}
+
+// TotalInjected is the number of faults injected, all kinds together.
+func (s Stats) TotalInjected() int {
+	n := 0
+	for _, v := range s.Injected {
+		n += v
+	}
+	return n
+}
+
+// Layer is an http.Handler that injects faults before handing requests on.
+type Layer struct {
+	next http.Handler
+
+	mu       sync.Mutex
+	cfg      Config
+	rng      *rand.Rand
+	inFlight int
+	stats    Stats
+	bw       bandwidth
+}
+
+// New returns a layer in front of next.
+func New(next http.Handler, cfg Config) *Layer {
+	l := &Layer{next: next}
+	l.Reset(cfg)
+	return l
+}
+
+// Reset replaces the configuration and zeroes the counters.
+func (l *Layer) Reset(cfg Config) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cfg = cfg
+	l.rng = rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15))
+	l.stats = Stats{
+		ByMethod:         make(map[string]int),
+		BlobsCommitted:   make(map[string]int),
+		Injected:         make(map[string]int),
+		ManifestPutTimes: make(map[string][]time.Time),
+	}
+	l.bw = bandwidth{rate: cfg.UploadBytesPerSec}
+}
+
+// Stats returns a copy of the counters.
+func (l *Layer) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.stats
+	s.ByMethod = clone(s.ByMethod)
+	s.BlobsCommitted = clone(s.BlobsCommitted)
+	s.Injected = clone(s.Injected)
+	s.Writes = append([]WriteSample(nil), s.Writes...)
+	s.ManifestPutTimes = make(map[string][]time.Time, len(l.stats.ManifestPutTimes))
+	for k, v := range l.stats.ManifestPutTimes {
+		s.ManifestPutTimes[k] = append([]time.Time(nil), v...)
+	}
+	return s
+}
+
+func clone[K comparable, V any](m map[K]V) map[K]V {
+	c := make(map[K]V, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+func isWrite(method string) bool {
+	return method == http.MethodPost || method == http.MethodPatch || method == http.MethodPut
+}
+
+// what a request is, from the registry API's paths.
+type kind struct {
+	repo          string
+	blobUpload    bool // POST/PATCH/PUT under /blobs/uploads/
+	manifest      bool // under /manifests/
+	mount         bool
+	commitsDigest string
+}
+
+func classify(r *http.Request) kind {
+	var k kind
+	p := r.URL.Path
+	if !strings.HasPrefix(p, "/v2/") {
+		return k
+	}
+	p = strings.TrimPrefix(p, "/v2/")
+	switch {
+	case strings.Contains(p, "/blobs/uploads"):
+		k.repo = p[:strings.Index(p, "/blobs/uploads")]
+		k.blobUpload = true
+		q := r.URL.Query()
+		k.mount = r.Method == http.MethodPost && q.Get("mount") != "" && q.Get("from") != ""
+		if r.Method == http.MethodPut {
+			k.commitsDigest = q.Get("digest")
+		}
+	case strings.Contains(p, "/manifests/"):
+		k.repo = p[:strings.Index(p, "/manifests/")]
+		k.manifest = true
+	case strings.Contains(p, "/blobs/"):
+		k.repo = p[:strings.Index(p, "/blobs/")]
+	}
+	return k
+}
+
+// decision is what the layer does to one request.
+type decision struct {
+	status     int
+	body       string
+	retryAfter string
+	resetAfter int64 // reset the connection after reading this many body bytes; -1 never
+	slow       time.Duration
+	fault      string
+}
+
+func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
+	d := decision{resetAfter: -1}
+	c := l.cfg
+	chance := func(p float64) bool { return p > 0 && l.rng.Float64() < p }
+
+	switch {
+	case c.DenyRepo != "" && k.repo == c.DenyRepo && c.DenyStatus != 0:
+		d.status, d.fault = c.DenyStatus, "deny"
+		code, msg := "DENIED", "requested access to the resource is denied"
+		if c.DenyStatus == http.StatusUnauthorized {
+			code, msg = "UNAUTHORIZED", "authentication required"
+		}
+		d.body = ociError(code, msg)
+	case write && c.FailWrites != 0:
+		d.status, d.fault = c.FailWrites, fmt.Sprint(c.FailWrites)
+		d.body = ociError("UNKNOWN", "unknown error")
+	case write && c.MaxWrites > 0 && l.inFlight > c.MaxWrites:
+		d.status, d.fault = http.StatusInternalServerError, "500"
+		d.body = ociError("UNKNOWN", "unknown error")
+	case write && chance(c.WriteErrorRate):
+		d.status, d.fault = http.StatusInternalServerError, "500"
+		d.body = ociError("UNKNOWN", "unknown error")
+	case write && ((k.manifest && r.Method == http.MethodPut && l.stats.Injected["429"] < c.TooManyFirst) || chance(c.TooManyRate)):
+		d.status, d.fault = http.StatusTooManyRequests, "429"
+		d.retryAfter = c.RetryAfter
+		msg := "rate limit exceeded"
+		if c.GHCRBody != "" {
+			msg = fmt.Sprintf("retry-after: %s, allowed: 2000/minute", c.GHCRBody)
+		}
+		d.body = ociError("TOOMANYREQUESTS", msg)
+	case k.blobUpload && r.Method == http.MethodPatch && (l.stats.Injected["reset"] < c.ResetFirst || chance(c.ResetRate)):
+		d.resetAfter, d.fault = max(r.ContentLength/2, 1), "reset"
+		if r.ContentLength <= 0 {
+			d.resetAfter = 16 << 10
+		}
+	}
+	if chance(c.SlowRate) {
+		d.slow = c.Slow
+	}
+	return d
+}
+
+func ociError(code, msg string) string {
+	b, _ := json.Marshal(map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}})
+	return string(b)
+}
+
+func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	k := classify(r)
+	write := isWrite(r.Method)
+
+	l.mu.Lock()
+	l.stats.Requests++
+	l.stats.ByMethod[r.Method]++
+	if write {
+		l.inFlight++
+		l.stats.PeakWrites = max(l.stats.PeakWrites, l.inFlight)
+		l.stats.Writes = append(l.stats.Writes, WriteSample{At: time.Now(), InFlight: l.inFlight})
+	}
+	if k.manifest && r.Method == http.MethodPut {
+		l.stats.ManifestPutTimes[r.URL.Path] = append(l.stats.ManifestPutTimes[r.URL.Path], time.Now())
+	}
+	d := l.decide(r, k, write)
+	if d.fault != "" {
+		l.stats.Injected[d.fault]++
+	}
+	if d.slow > 0 {
+		l.stats.Injected["slow"]++
+	}
+	latency := l.cfg.Latency
+	l.mu.Unlock()
+	if write {
+		defer func() {
+			l.mu.Lock()
+			l.inFlight--
+			l.mu.Unlock()
+		}()
+	}
+
+	if wait := latency + d.slow; wait > 0 {
+		select {
+		case <-time.After(wait):
+		case <-r.Context().Done():
+			return
+		}
+	}
+
+	switch {
+	case d.resetAfter >= 0:
+		l.reset(w, r, d.resetAfter)
+		return
+	case d.status != 0:
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		if d.retryAfter != "" {
+			w.Header().Set("Retry-After", d.retryAfter)
+		}
+		w.WriteHeader(d.status)
+		_, _ = io.WriteString(w, d.body)
+		return
+	}
+
+	counted := &countingBody{rc: r.Body, layer: l, blob: k.blobUpload && r.Method != http.MethodPost}
+	r.Body = counted
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	l.next.ServeHTTP(rec, r)
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case k.mount && rec.status == http.StatusCreated:
+		l.stats.Mounts++
+	case k.blobUpload && r.Method == http.MethodPost && !k.mount:
+		l.stats.UploadSessions++
+	}
+	if k.commitsDigest != "" && rec.status == http.StatusCreated {
+		l.stats.BlobsCommitted[k.commitsDigest]++
+	}
+	if k.manifest && r.Method == http.MethodPut && rec.status == http.StatusCreated {
+		l.stats.ManifestPuts++
+	}
+}
+
+// reset reads part of the body, then drops the connection with an RST, as a
+// load balancer does when it gives up on an upload.
+func (l *Layer) reset(w http.ResponseWriter, r *http.Request, after int64) {
+	_, _ = io.CopyN(io.Discard, r.Body, after)
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = conn.Close()
+}
+
+// countingBody counts blob bytes as the registry reads them, at the shaped bandwidth.
+type countingBody struct {
+	rc    io.ReadCloser
+	layer *Layer
+	blob  bool
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	if len(p) > 32<<10 {
+		p = p[:32<<10]
+	}
+	n, err := c.rc.Read(p)
+	if n > 0 {
+		c.layer.mu.Lock()
+		if c.blob {
+			c.layer.stats.BlobBytes += int64(n)
+		}
+		wait := c.layer.bw.reserve(int64(n), time.Now())
+		c.layer.mu.Unlock()
+		if wait > 0 {
+			time.Sleep(wait)
+		}
+	}
+	return n, err
+}
+
+func (c *countingBody) Close() error { return c.rc.Close() }
+
+// bandwidth is a shared pipe: each chunk waits for the pipe to be free.
+type bandwidth struct {
+	rate int64 // bytes per second; 0 is unlimited
+	free time.Time
+}
+
+func (b *bandwidth) reserve(n int64, now time.Time) time.Duration {
+	if b.rate <= 0 {
+		return 0
+	}
+	if b.free.Before(now) {
+		b.free = now
+	}
+	b.free = b.free.Add(time.Duration(float64(n) / float64(b.rate) * float64(time.Second)))
+	return b.free.Sub(now)
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Proxy returns a handler that forwards to the registry at target, keeping the
+// Host header so the Location URLs the registry writes point back at the layer.
+func Proxy(target *url.URL) http.Handler {
+	return &httputilProxy{target: target}
+}

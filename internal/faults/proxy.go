@@ -1,0 +1,27 @@
+package faults
+
+import (
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+)
+
+type httputilProxy struct {
+	target *url.URL
+	once   sync.Once
+	rp     *httputil.ReverseProxy
+}
+
+func (p *httputilProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.once.Do(func() {
+		p.rp = &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(p.target)
+				pr.Out.Host = pr.In.Host
+			},
+			Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true},
+		}
+	})
+	p.rp.ServeHTTP(w, r)
+}

@@ -1,0 +1,90 @@
+package testimage
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/ from Small")
+
+const testdata = "../../testdata"
+
+// TestTestdataMatchesSmall keeps the committed testdata/ images the ones Small
+// builds: run with -update after changing Small.
+func TestTestdataMatchesSmall(t *testing.T) {
+	img, err := Small("linux", "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *update {
+		writeTestdata(t, img)
+	}
+	want, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp, err := layout.FromPath(filepath.Join(testdata, "oci"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := lp.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Manifests) != 1 || m.Manifests[0].Digest != want {
+		t.Fatalf("testdata/oci holds %v, want the one image %s; run go test ./internal/testimage -update", m.Manifests, want)
+	}
+	tb, err := tarball.ImageFromPath(filepath.Join(testdata, "image.tar"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotLayers, err := tb.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLayers, _ := img.Layers()
+	if len(gotLayers) != len(wantLayers) {
+		t.Fatalf("testdata/image.tar has %d layers, want %d", len(gotLayers), len(wantLayers))
+	}
+	for i := range gotLayers {
+		g, _ := gotLayers[i].DiffID()
+		w, _ := wantLayers[i].DiffID()
+		if g != w {
+			t.Errorf("image.tar layer %d diff id %s, want %s", i, g, w)
+		}
+	}
+}
+
+func writeTestdata(t *testing.T, img v1.Image) {
+	t.Helper()
+	dir := filepath.Join(testdata, "oci")
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	lp, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lp.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "latest"})); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewTag("tagpush-test:latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tarball.WriteToFile(filepath.Join(testdata, "image.tar"), ref, img); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,229 @@
+// Package testregistry starts the CNCF Distribution registry (the registry
+// behind Docker Hub, GitLab, Harbor and most self-hosted ones) on loopback,
+// behind a fault layer, for tests and the benchmark.
+//
+// The registry runs as its own process, built once with `go install` into the
+// user cache and reused, so the product's module does not carry Distribution's
+// dependencies. Set TAGPUSH_REGISTRY_BIN to use a registry binary you have.
+package testregistry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tagpush/tagpush/internal/faults"
+)
+
+// Module is the registry's module and version.
+const Module = "github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
+
+// Registry is a running Distribution registry with a fault layer in front.
+type Registry struct {
+	// Host is the fault layer's host:port: what references name.
+	Host string
+	// Faults is the layer in front of the registry.
+	Faults *faults.Layer
+	// Direct is the registry's own address, without the fault layer.
+	Direct string
+
+	cmd    *exec.Cmd
+	front  *httptest.Server
+	dir    string
+	logBuf *os.File
+}
+
+// Options configures a registry.
+type Options struct {
+	// Htpasswd, when set, is the content of an htpasswd file (bcrypt) that the
+	// registry requires basic auth against.
+	Htpasswd string
+	// Faults configures the fault layer.
+	Faults faults.Config
+}
+
+// Binary returns the path of the registry binary, installing it when needed.
+func Binary(ctx context.Context) (string, error) {
+	if p := os.Getenv("TAGPUSH_REGISTRY_BIN"); p != "" {
+		return p, nil
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("find a cache directory for the registry binary: %w", err)
+	}
+	dir := filepath.Join(cache, "tagpush", "distribution-v3.1.2")
+	bin := filepath.Join(dir, "registry")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	// Test packages run in parallel: one installs, the others wait on the lock.
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("lock %s: %w", dir, err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	tmp, err := os.MkdirTemp(dir, "install-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	cmd := exec.CommandContext(ctx, "go", "install", Module)
+	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOFLAGS=", "GOWORK=off")
+	cmd.Dir = tmp
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go install %s: %w\n%s", Module, err, out)
+	}
+	if err := os.Rename(filepath.Join(tmp, "registry"), bin); err != nil {
+		return "", err
+	}
+	return bin, nil
+}
+
+// Start starts a registry with an in-memory store.
+func Start(ctx context.Context, opts Options) (*Registry, error) {
+	bin, err := Binary(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "tagpush-registry-")
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{dir: dir}
+	if err := r.start(ctx, bin, opts); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Registry) start(ctx context.Context, bin string, opts Options) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	auth := ""
+	if opts.Htpasswd != "" {
+		path := filepath.Join(r.dir, "htpasswd")
+		if err := os.WriteFile(path, []byte(opts.Htpasswd), 0o600); err != nil {
+			return err
+		}
+		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: tagpush-test\n    path: %s\n", path)
+	}
+	cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  inmemory: {}
+  delete:
+    enabled: true
+http:
+  addr: %s
+%s`, addr, auth)
+	cfgPath := filepath.Join(r.dir, "config.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	r.logBuf, err = os.Create(filepath.Join(r.dir, "registry.log"))
+	if err != nil {
+		return err
+	}
+	// The registry reads every REGISTRY_* variable as configuration and exports
+	// traces to localhost:4318 unless told not to: give it a clean environment.
+	r.cmd = exec.Command(bin, "serve", cfgPath)
+	r.cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + r.dir, "OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none"}
+	r.cmd.Stdout, r.cmd.Stderr = r.logBuf, r.logBuf
+	if err := r.cmd.Start(); err != nil {
+		return fmt.Errorf("start registry: %w", err)
+	}
+	r.Direct = addr
+	if err := waitReady(ctx, "http://"+addr+"/v2/", opts.Htpasswd != ""); err != nil {
+		return fmt.Errorf("%w; registry log:\n%s", err, r.Log())
+	}
+	target, _ := url.Parse("http://" + addr)
+	r.Faults = faults.New(faults.Proxy(target), opts.Faults)
+	r.front = httptest.NewServer(r.Faults)
+	r.Host = strings.TrimPrefix(r.front.URL, "http://")
+	return nil
+}
+
+// Log returns what the registry printed.
+func (r *Registry) Log() string {
+	if r.logBuf == nil {
+		return ""
+	}
+	b, _ := os.ReadFile(r.logBuf.Name())
+	return string(b)
+}
+
+// Close stops the registry and removes its files.
+func (r *Registry) Close() {
+	if r.front != nil {
+		r.front.CloseClientConnections()
+		r.front.Close()
+	}
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Kill()
+		_ = r.cmd.Wait()
+	}
+	if r.logBuf != nil {
+		r.logBuf.Close()
+	}
+	os.RemoveAll(r.dir)
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func waitReady(ctx context.Context, u string, authRequired bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK || (authRequired && resp.StatusCode == http.StatusUnauthorized) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = errors.New("no answer")
+			}
+			return fmt.Errorf("registry at %s not ready: %w", u, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,184 @@
+// Package job runs one tagpush job end to end: it reads the configuration from
+// the front end, opens the source, parses the tags, pushes through the pusher
+// and writes the results where the front end wants them. It decides the exit code.
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/sethvargo/go-githubactions"
+
+	"github.com/tagpush/tagpush/config"
+	"github.com/tagpush/tagpush/pusher"
+	"github.com/tagpush/tagpush/queue"
+	"github.com/tagpush/tagpush/report"
+	"github.com/tagpush/tagpush/source"
+	"github.com/tagpush/tagpush/taglist"
+)
+
+// Exit codes.
+const (
+	ExitOK       = 0
+	ExitFailed   = 1
+	ExitBadInput = 2
+)
+
+// Env is everything a job reads and writes: the process's, or a test's.
+type Env struct {
+	Args   []string
+	Getenv func(string) string
+	Stdout io.Writer
+	Stderr io.Writer
+	// Version is stamped into the User-Agent.
+	Version string
+	// PusherOptions are applied after those from the configuration (the demo
+	// and tests use them to point at their own transport).
+	PusherOptions []pusher.Option
+}
+
+// Run runs the job and returns the process exit code.
+func Run(ctx context.Context, env Env) int {
+	fe := config.Detect(env.Getenv)
+	log := newLogger(fe, env, false)
+	cfg, err := config.Load(env.Args, env.Getenv, fe, env.Stderr)
+	if errors.Is(err, config.ErrHelp) {
+		return ExitOK
+	}
+	if err != nil {
+		log.Failf("tagpush: bad input", "%v", err)
+		return ExitBadInput
+	}
+	log = newLogger(fe, env, cfg.Debug)
+
+	items, dups, err := taglist.Parse(cfg.Tags, cfg.Repository)
+	if err != nil {
+		log.Failf("tagpush: bad input", "%v (nothing was pushed)", err)
+		return ExitBadInput
+	}
+	for _, d := range dups {
+		log.Warnf("%s", d)
+	}
+	img, err := source.Open(cfg.Source)
+	if err != nil {
+		log.Failf("tagpush: bad input", "%v (nothing was pushed)", err)
+		return ExitBadInput
+	}
+	tags := taglist.Tags(items)
+	logPlan(log, img, tags, cfg)
+	if cfg.DryRun {
+		for _, t := range tags {
+			log.Infof("  would push %s", t)
+		}
+		log.Infof("dry run: nothing pushed")
+		return ExitOK
+	}
+
+	opts := []pusher.Option{
+		pusher.WithConcurrency(cfg.Concurrency),
+		pusher.WithAdaptive(cfg.Adaptive),
+		pusher.WithRetry(cfg.MaxAttempts, cfg.RetryDelay, cfg.MaxRetryDelay),
+		pusher.WithTimeout(cfg.Timeout),
+		pusher.WithUserAgent("tagpush/" + env.Version),
+		pusher.WithEvents(events(log)),
+	}
+	p, err := pusher.New(append(opts, env.PusherOptions...)...)
+	if err != nil {
+		log.Failf("tagpush: bad input", "%v", err)
+		return ExitBadInput
+	}
+	start := time.Now()
+	rep, err := p.Push(ctx, img.Taggable, tags)
+	if err != nil {
+		log.Failf("tagpush: cannot read the source", "%v (nothing was pushed)", err)
+		return ExitBadInput
+	}
+	log.Infof("%s in %s", report.Headline(rep), report.Duration(time.Since(start)))
+
+	if err := publish(fe, env, log, rep); err != nil {
+		log.Failf("tagpush: cannot write results", "%v", err)
+		return ExitFailed
+	}
+	if report.Count(rep.Results, pusher.StatusPushed) == len(rep.Results) {
+		return ExitOK
+	}
+	if cfg.FailOnError || ctx.Err() != nil {
+		return ExitFailed
+	}
+	return ExitOK
+}
+
+func newLogger(fe config.FrontEnd, env Env, debug bool) logger {
+	if fe == config.GitHub {
+		return &githubLogger{action: githubactions.New(githubactions.WithGetenv(env.Getenv), githubactions.WithWriter(env.Stdout)), debug: debug}
+	}
+	return &plainLogger{w: env.Stderr, debug: debug}
+}
+
+func logPlan(log logger, img *source.Image, tags []name.Tag, cfg *config.Config) {
+	repos := make(map[string]bool)
+	regs := make(map[string]bool)
+	for _, t := range tags {
+		repos[t.Repository.String()] = true
+		regs[t.RegistryStr()] = true
+	}
+	mode := "adaptive"
+	if !cfg.Adaptive {
+		mode = "fixed"
+	}
+	log.Infof("pushing %s to %d tag(s) in %d repositor%s on %s; concurrency %d (%s), up to %d attempt(s) per tag",
+		img.Description, len(tags), len(repos), plural(len(repos), "y", "ies"),
+		strings.Join(slices.Sorted(maps.Keys(regs)), ", "), cfg.Concurrency, mode, cfg.MaxAttempts)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+func events(log logger) pusher.Events {
+	return pusher.Events{
+		TagDone: func(r pusher.Result) {
+			if r.Status == pusher.StatusPushed {
+				log.Infof("%s", report.LogLine(r))
+				return
+			}
+			log.Infof("%s", report.LogLine(r))
+		},
+		Retry: func(r pusher.Retry) {
+			log.Infof("retrying %s: attempt %d failed (%s): %v; next attempt in %s", r.Tag, r.Attempt, r.Fault, r.Err, report.Duration(r.Wait))
+		},
+		LimitChange: func(c queue.Change) {
+			why := "registry healthy again"
+			if c.Cause == queue.Overload {
+				why = "registry overloaded (5xx/429/timeout)"
+			}
+			log.Infof("%s: concurrency %d -> %d (%s)", c.Name, c.Old, c.New, why)
+		},
+		Progress: func(p pusher.Progress) {
+			log.Infof("uploaded %s of %s", bytes(p.Complete), bytes(p.Total))
+		},
+	}
+}
+
+func bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,263 @@
+package job_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+
+	"github.com/tagpush/tagpush/internal/faults"
+	"github.com/tagpush/tagpush/internal/testregistry"
+	"github.com/tagpush/tagpush/job"
+	"github.com/tagpush/tagpush/pusher"
+	"github.com/tagpush/tagpush/report"
+)
+
+const ociSource = "oci:../testdata/oci"
+
+// runner is a simulated GitHub Actions runner: INPUT_* variables and temp
+// files for GITHUB_OUTPUT and GITHUB_STEP_SUMMARY.
+type runner struct {
+	env            map[string]string
+	output, report string
+	stdout, stderr bytes.Buffer
+}
+
+func newRunner(t *testing.T, inputs map[string]string) *runner {
+	t.Helper()
+	dir := t.TempDir()
+	r := &runner{
+		env: map[string]string{
+			"GITHUB_ACTIONS":      "true",
+			"GITHUB_OUTPUT":       filepath.Join(dir, "output"),
+			"GITHUB_STEP_SUMMARY": filepath.Join(dir, "summary"),
+		},
+		output: filepath.Join(dir, "output"),
+		report: filepath.Join(dir, "summary"),
+	}
+	for k, v := range inputs {
+		r.env["INPUT_"+strings.ToUpper(k)] = v
+	}
+	return r
+}
+
+func (r *runner) run(t *testing.T, args ...string) int {
+	t.Helper()
+	return job.Run(context.Background(), job.Env{
+		Args:          args,
+		Getenv:        func(k string) string { return r.env[k] },
+		Stdout:        &r.stdout,
+		Stderr:        &r.stderr,
+		Version:       "test",
+		PusherOptions: []pusher.Option{pusher.WithKeychain(authn.NewMultiKeychain()), pusher.WithRetry(3, 10*time.Millisecond, 100*time.Millisecond)},
+	})
+}
+
+// outputs parses GITHUB_OUTPUT: name<<DELIMITER, the value, DELIMITER.
+func (r *runner) outputs(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(r.output)
+	if err != nil {
+		t.Fatalf("read GITHUB_OUTPUT: %v", err)
+	}
+	out := make(map[string]string)
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i < len(lines); i++ {
+		name, delim, ok := strings.Cut(lines[i], "<<")
+		if !ok {
+			if lines[i] != "" {
+				t.Fatalf("GITHUB_OUTPUT line %d is not name<<delimiter: %q", i+1, lines[i])
+			}
+			continue
+		}
+		var value []string
+		for i++; i < len(lines) && lines[i] != delim; i++ {
+			value = append(value, lines[i])
+		}
+		out[name] = strings.Join(value, "\n")
+	}
+	return out
+}
+
+func sourceDigest(t *testing.T) string {
+	t.Helper()
+	lp, err := layout.FromPath("../testdata/oci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, _ := lp.ImageIndex()
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Manifests[0].Digest.String()
+}
+
+func TestGitHubRunWritesOutputsAndSummary(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	tags := []string{reg.Host + "/acme/app:1.4.2", "1.4", "latest", reg.Host + "/acme/app:sha-abc123"}
+	r := newRunner(t, map[string]string{
+		"source":      ociSource,
+		"tags":        "# release\r\n" + tags[0] + "\r\n1.4, latest\r\n\r\n" + tags[3] + "\r\n",
+		"repository":  reg.Host + "/acme/app",
+		"concurrency": "2",
+	})
+	if code := r.run(t); code != job.ExitOK {
+		t.Fatalf("exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, &r.stdout, &r.stderr)
+	}
+	want := sourceDigest(t)
+	out := r.outputs(t)
+	if out["digest"] != want {
+		t.Errorf("digest output = %q, want %q", out["digest"], want)
+	}
+	var results []report.Entry
+	if err := json.Unmarshal([]byte(out["results"]), &results); err != nil {
+		t.Fatalf("results output is not JSON: %v\n%s", err, out["results"])
+	}
+	full := []string{tags[0], reg.Host + "/acme/app:1.4", reg.Host + "/acme/app:latest", tags[3]}
+	if len(results) != len(full) {
+		t.Fatalf("%d results, want %d", len(results), len(full))
+	}
+	for i, e := range results {
+		if e.Tag != full[i] || e.Status != "pushed" || e.Digest != want || e.Attempts != 1 || e.Error != "" || e.DurationMS < 0 {
+			t.Errorf("result %d = %+v, want %s pushed", i, e, full[i])
+		}
+	}
+	if got := strings.Split(out["pushed"], "\n"); strings.Join(got, ",") != strings.Join(full, ",") {
+		t.Errorf("pushed output = %q, want %q", got, full)
+	}
+	if out["failed"] != "" {
+		t.Errorf("failed output = %q, want empty", out["failed"])
+	}
+
+	summary, err := os.ReadFile(r.report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := 0
+	for _, line := range strings.Split(string(summary), "\n") {
+		if strings.HasPrefix(line, "| ✅ pushed | `") {
+			rows++
+			cells := strings.Split(line, " | ")
+			if len(cells) != 6 || !strings.Contains(cells[2], report.ShortDigest(want)) {
+				t.Errorf("summary row %q: want 6 cells with the short digest", line)
+			}
+		}
+	}
+	if rows != len(full) || !strings.Contains(string(summary), "4 of 4 tags pushed") {
+		t.Errorf("summary has %d pushed rows, want %d:\n%s", rows, len(full), summary)
+	}
+	for _, tag := range full {
+		if !strings.Contains(r.stdout.String(), "pushed "+tag+" (") {
+			t.Errorf("log has no line for %s:\n%s", tag, &r.stdout)
+		}
+	}
+}
+
+func TestBadInputExitsTwoAndPushesNothing(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	good := reg.Host + "/acme/app:1"
+	tests := []struct {
+		name   string
+		inputs map[string]string
+		want   string
+	}{
+		{"empty tags", map[string]string{"source": ociSource, "tags": "\n  \n"}, "tags is required"},
+		{"only comments", map[string]string{"source": ociSource, "tags": "# nothing\n"}, "tags is empty"},
+		{"invalid reference on line 3", map[string]string{"source": ociSource, "tags": good + "\n\n" + reg.Host + "/Acme/App:1"}, `tags line 3: "` + reg.Host + `/Acme/App:1"`},
+		{"digest reference", map[string]string{"source": ociSource, "tags": good + "\n" + reg.Host + "/acme/app@sha256:" + strings.Repeat("0", 64)}, "a digest reference cannot be a destination"},
+		{"concurrency zero", map[string]string{"source": ociSource, "tags": good, "concurrency": "0"}, `concurrency: "0" is not a whole number >= 1`},
+		{"concurrency words", map[string]string{"source": ociSource, "tags": good, "concurrency": "four"}, `concurrency: "four"`},
+		{"bad duration", map[string]string{"source": ociSource, "tags": good, "retry-delay": "soon"}, `retry-delay: "soon" is not a positive duration`},
+		{"bad bool", map[string]string{"source": ociSource, "tags": good, "dry-run": "maybe"}, `dry-run: "maybe" is not true or false`},
+		{"missing source", map[string]string{"source": "oci:./no/such/dir", "tags": good}, "oci:./no/such/dir"},
+		{"unsupported source", map[string]string{"source": "docker-daemon:app:1", "tags": good}, "not supported yet"},
+		{"bare tag without repository", map[string]string{"source": ociSource, "tags": "latest"}, "needs the repository input"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg.Faults.Reset(faults.Config{})
+			r := newRunner(t, tt.inputs)
+			if code := r.run(t); code != job.ExitBadInput {
+				t.Errorf("exit %d, want 2", code)
+			}
+			if !strings.Contains(r.stdout.String(), "::error") || !strings.Contains(r.stdout.String(), tt.want) {
+				t.Errorf("log does not annotate the error %q:\n%s", tt.want, &r.stdout)
+			}
+			if n := reg.Faults.Stats().Requests; n != 0 {
+				t.Errorf("registry got %d requests; bad input must push nothing", n)
+			}
+		})
+	}
+}
+
+func TestFailedTagExitsOneUnlessFailOnErrorIsFalse(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{DenyRepo: "acme/denied", DenyStatus: 403}})
+	tags := reg.Host + "/acme/app:1\n" + reg.Host + "/acme/denied:1"
+	for _, tt := range []struct {
+		failOnError string
+		want        int
+	}{{"true", job.ExitFailed}, {"false", job.ExitOK}} {
+		t.Run("fail-on-error="+tt.failOnError, func(t *testing.T) {
+			r := newRunner(t, map[string]string{"source": ociSource, "tags": tags, "fail-on-error": tt.failOnError})
+			if code := r.run(t); code != tt.want {
+				t.Errorf("exit %d, want %d", code, tt.want)
+			}
+			out := r.outputs(t)
+			if out["pushed"] != reg.Host+"/acme/app:1" || out["failed"] != reg.Host+"/acme/denied:1" {
+				t.Errorf("pushed %q, failed %q", out["pushed"], out["failed"])
+			}
+			if !strings.Contains(r.stdout.String(), "::error title=") ||
+				!strings.Contains(r.stdout.String(), "::failed "+reg.Host+"/acme/denied:1: permission denied") ||
+				!strings.Contains(r.stdout.String(), "permission denied to push "+reg.Host+"/acme/denied") {
+				t.Errorf("no error annotation for the denied tag:\n%s", &r.stdout)
+			}
+		})
+	}
+}
+
+func TestFlagsWinOverInputs(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	r := newRunner(t, map[string]string{"source": "oci:./nowhere", "tags": "not a tag"})
+	code := r.run(t, "--source", "docker-archive:../testdata/image.tar", "--tags", reg.Host+"/acme/app:from-flag", "--dry-run")
+	if code != job.ExitOK {
+		t.Fatalf("exit %d:\n%s", code, &r.stdout)
+	}
+	if !strings.Contains(r.stdout.String(), "would push "+reg.Host+"/acme/app:from-flag") {
+		t.Errorf("dry run did not plan the flag's tag:\n%s", &r.stdout)
+	}
+	if n := reg.Faults.Stats().Requests; n != 0 {
+		t.Errorf("dry run sent %d requests", n)
+	}
+}
+
+func TestTerminalRunFromDockerArchive(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	var stdout, stderr bytes.Buffer
+	code := job.Run(context.Background(), job.Env{
+		Args:          []string{"--source", "../testdata/image.tar", "--tags", fmt.Sprintf("%s/acme/app:a,%s/acme/app:b", reg.Host, reg.Host)},
+		Getenv:        func(string) string { return "" },
+		Stdout:        &stdout,
+		Stderr:        &stderr,
+		PusherOptions: []pusher.Option{pusher.WithKeychain(authn.NewMultiKeychain())},
+	})
+	if code != job.ExitOK {
+		t.Fatalf("exit %d\n%s\n%s", code, &stdout, &stderr)
+	}
+	for _, want := range []string{"STATUS", "pushed     " + reg.Host + "/acme/app:a", "pushed     " + reg.Host + "/acme/app:b"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, &stdout)
+		}
+	}
+	if st := reg.Faults.Stats(); st.ManifestPuts != 2 {
+		t.Errorf("registry accepted %d manifests, want 2", st.ManifestPuts)
+	}
+}

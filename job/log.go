@@ -1,0 +1,94 @@
+package job
+
+import (
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/sethvargo/go-githubactions"
+)
+
+// logger writes the run's log in the front end's dialect. Calls may come from
+// several goroutines.
+type logger interface {
+	Infof(format string, args ...any)
+	Warnf(format string, args ...any)
+	// Failf logs an error; on GitHub it becomes an annotation.
+	Failf(title, format string, args ...any)
+	Debugf(format string, args ...any)
+	Group(title string)
+	EndGroup()
+}
+
+// plainLogger writes lines to a terminal or a Bitbucket log.
+type plainLogger struct {
+	mu    sync.Mutex
+	w     io.Writer
+	debug bool
+}
+
+func (l *plainLogger) line(prefix, format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, prefix+format+"\n", args...)
+}
+
+func (l *plainLogger) Infof(format string, args ...any) { l.line("", format, args...) }
+func (l *plainLogger) Warnf(format string, args ...any) { l.line("warning: ", format, args...) }
+func (l *plainLogger) Failf(title, format string, args ...any) {
+	l.line("error: ", format, args...)
+}
+func (l *plainLogger) Debugf(format string, args ...any) {
+	if l.debug {
+		l.line("debug: ", format, args...)
+	}
+}
+func (l *plainLogger) Group(title string) { l.line("", "%s", title) }
+func (l *plainLogger) EndGroup()          {}
+
+// githubLogger issues workflow commands through go-githubactions.
+type githubLogger struct {
+	mu     sync.Mutex
+	action *githubactions.Action
+	debug  bool
+}
+
+func (l *githubLogger) Infof(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.action.Infof(format, args...)
+}
+
+func (l *githubLogger) Warnf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.action.Warningf(format, args...)
+}
+
+func (l *githubLogger) Failf(title, format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.action.WithFieldsMap(map[string]string{"title": title}).Errorf(format, args...)
+}
+
+func (l *githubLogger) Debugf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.debug {
+		l.action.Infof("debug: "+format, args...)
+		return
+	}
+	l.action.Debugf(format, args...)
+}
+
+func (l *githubLogger) Group(title string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.action.Group(title)
+}
+
+func (l *githubLogger) EndGroup() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.action.EndGroup()
+}

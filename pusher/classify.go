@@ -1,0 +1,187 @@
+package pusher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/tagpush/tagpush/queue"
+)
+
+// Fault is the kind of a failure, as counted in a run's statistics.
+type Fault string
+
+const (
+	Fault5xx         Fault = "5xx"
+	Fault429         Fault = "429"
+	FaultReset       Fault = "reset"
+	FaultTimeout     Fault = "timeout"
+	FaultUploadLost  Fault = "upload-lost"
+	FaultAuth        Fault = "auth"
+	FaultDenied      Fault = "denied"
+	FaultNotFound    Fault = "not-found"
+	FaultInvalid     Fault = "invalid"
+	FaultOther       Fault = "other"
+	faultCancelled   Fault = "cancelled"
+	faultNotVerified Fault = "not-verified"
+)
+
+// verdict is what one failed attempt means for the tag and for the registry.
+type verdict struct {
+	fault     Fault
+	transient bool
+	outcome   queue.Outcome
+	// status is the HTTP status behind the failure, 0 when there was none.
+	status int
+	// wait is how long the registry asked us to wait, 0 when it did not say.
+	wait time.Duration
+	// relearnBlobs is set when the registry lost blobs we believed it had, so
+	// the next attempt must check every blob again instead of trusting what
+	// this run already uploaded.
+	relearnBlobs bool
+}
+
+// errNotVerified marks a tag that did not resolve to the pushed digest after its PUT.
+var errNotVerified = errors.New("tag does not resolve to the pushed digest")
+
+// ghcr.io states its wait in the error body: "retry-after: 12.5ms, allowed: 2000/minute".
+var bodyRetryAfter = regexp.MustCompile(`(?i)retry-after:\s*([0-9]+(?:\.[0-9]+)?(?:ns|us|µs|ms|s|m|h))`)
+
+// classify is the one place that decides which failures are transient. own is
+// the attempt's context: a cancellation that is not ours (a blob upload shared
+// with another tag whose context ended) is transient for us.
+func classify(own context.Context, err error) verdict {
+	if own.Err() != nil {
+		if errors.Is(own.Err(), context.DeadlineExceeded) {
+			return verdict{fault: FaultTimeout, outcome: queue.Ignore}
+		}
+		return verdict{fault: faultCancelled, outcome: queue.Ignore}
+	}
+	if errors.Is(err, errNotVerified) {
+		return verdict{fault: faultNotVerified, transient: true, outcome: queue.Ignore}
+	}
+
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		return classifyStatus(terr)
+	}
+
+	switch {
+	case errors.Is(err, context.Canceled):
+		return verdict{fault: FaultOther, transient: true, outcome: queue.Ignore}
+	case errors.Is(err, context.DeadlineExceeded):
+		return verdict{fault: FaultTimeout, transient: true, outcome: queue.Overload}
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		return verdict{fault: FaultReset, transient: true, outcome: queue.Overload}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return verdict{fault: FaultReset, transient: true, outcome: queue.Overload}
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return verdict{fault: FaultOther, transient: dnsErr.IsTemporary || dnsErr.IsTimeout, outcome: queue.Ignore}
+	}
+	var nerr net.Error
+	if errors.As(err, &nerr) {
+		if nerr.Timeout() {
+			return verdict{fault: FaultTimeout, transient: true, outcome: queue.Overload}
+		}
+		return verdict{fault: FaultReset, transient: true, outcome: queue.Overload}
+	}
+	return verdict{fault: FaultOther, outcome: queue.Ignore}
+}
+
+func classifyStatus(terr *transport.Error) verdict {
+	v := verdict{status: terr.StatusCode, outcome: queue.Ignore}
+	codes := make(map[transport.ErrorCode]bool, len(terr.Errors))
+	for _, d := range terr.Errors {
+		codes[d.Code] = true
+		if m := bodyRetryAfter.FindStringSubmatch(d.Message); m != nil {
+			if d, err := time.ParseDuration(m[1]); err == nil && d > v.wait {
+				v.wait = d
+			}
+		}
+	}
+	switch {
+	case codes[transport.BlobUploadUnknownErrorCode], codes[transport.BlobUnknownErrorCode],
+		codes[transport.ManifestBlobUnknownErrorCode]:
+		// The registry lost an upload session or a blob it had accepted: what
+		// ghcr.io answers when an upload is dropped under load.
+		v.fault, v.transient, v.relearnBlobs = FaultUploadLost, true, true
+		v.outcome = queue.Overload
+	case terr.StatusCode == http.StatusTooManyRequests || codes[transport.TooManyRequestsErrorCode]:
+		v.fault, v.transient, v.outcome = Fault429, true, queue.Overload
+	case terr.StatusCode == http.StatusRequestTimeout || terr.StatusCode == http.StatusGatewayTimeout:
+		v.fault, v.transient, v.outcome = FaultTimeout, true, queue.Overload
+	case terr.StatusCode >= 500:
+		v.fault, v.transient, v.outcome = Fault5xx, true, queue.Overload
+	case terr.StatusCode == http.StatusUnauthorized:
+		v.fault = FaultAuth
+	case terr.StatusCode == http.StatusForbidden || codes[transport.DeniedErrorCode]:
+		v.fault = FaultDenied
+	case terr.StatusCode == http.StatusNotFound:
+		v.fault = FaultNotFound
+	case terr.StatusCode >= 400:
+		v.fault = FaultInvalid
+	default:
+		v.fault = FaultOther
+	}
+	return v
+}
+
+// explain turns the last error of a failed tag into a message that says what
+// to fix. reg and repo name the destination.
+func explain(v verdict, err error, attempts int, reg, repo string) error {
+	switch v.fault {
+	case FaultAuth:
+		return fmt.Errorf("authentication failed for %s: check username/password or token scope: %w", reg, err)
+	case FaultDenied:
+		return fmt.Errorf("permission denied to push %s: check the token has write access to this repository: %w", repo, err)
+	case FaultNotFound:
+		return fmt.Errorf("%s was not found on %s (or the credentials cannot see it): check the repository name: %w", repo, reg, err)
+	case FaultInvalid:
+		return fmt.Errorf("%s rejected the request as invalid (not retried): %w", reg, err)
+	case faultCancelled:
+		return fmt.Errorf("cancelled: %w", err)
+	case FaultTimeout:
+		if !v.transient {
+			return fmt.Errorf("timed out after %d attempt(s): %w", attempts, err)
+		}
+	}
+	if v.transient {
+		last := "last error"
+		if v.status != 0 {
+			last = fmt.Sprintf("last status %d %s", v.status, http.StatusText(v.status))
+		}
+		return fmt.Errorf("%s kept failing: gave up after %d attempt(s) (%s): %w", reg, attempts, last, err)
+	}
+	return err
+}
+
+// retryAfter reads a Retry-After header: delay seconds or an HTTP date.
+func retryAfter(h string, now time.Time) (time.Duration, bool) {
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return 0, false
+	}
+	var secs float64
+	if _, err := fmt.Sscanf(h, "%g", &secs); err == nil && !strings.ContainsAny(h, " ,") {
+		if secs < 0 {
+			return 0, false
+		}
+		return time.Duration(secs * float64(time.Second)), true
+	}
+	if t, err := http.ParseTime(h); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}

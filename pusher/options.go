@@ -1,0 +1,162 @@
+package pusher
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/tagpush/tagpush/queue"
+)
+
+// Option configures a Pusher.
+type Option func(*config) error
+
+type config struct {
+	concurrency   int
+	adaptive      bool
+	cooldown      time.Duration
+	probeAfter    time.Duration
+	maxAttempts   int
+	retryDelay    time.Duration
+	maxRetryDelay time.Duration
+	timeout       time.Duration
+	transport     http.RoundTripper
+	keychain      authn.Keychain
+	userAgent     string
+	progressEvery time.Duration
+	events        Events
+	now           func() time.Time
+}
+
+func defaults() config {
+	return config{
+		concurrency:   4,
+		adaptive:      true,
+		cooldown:      time.Second,
+		probeAfter:    5 * time.Second,
+		maxAttempts:   5,
+		retryDelay:    time.Second,
+		maxRetryDelay: 30 * time.Second,
+		timeout:       10 * time.Minute,
+		transport:     remote.DefaultTransport,
+		keychain:      authn.DefaultKeychain,
+		userAgent:     "tagpush",
+		progressEvery: 5 * time.Second,
+		now:           time.Now,
+	}
+}
+
+// Events are called as a run goes; each may be nil. They may be called from
+// several goroutines at once.
+type Events struct {
+	// TagDone is called once per tag when it ends.
+	TagDone func(Result)
+	// Retry is called before each wait between two attempts of a tag.
+	Retry func(Retry)
+	// LimitChange is called when a registry's concurrency limit changes.
+	LimitChange func(queue.Change)
+	// Progress is called every progress interval while bytes are being uploaded.
+	Progress func(Progress)
+}
+
+// Retry describes one failed attempt that will be tried again.
+type Retry struct {
+	Tag     string
+	Attempt int
+	Fault   Fault
+	Err     error
+	Wait    time.Duration
+}
+
+// Progress is the bytes uploaded so far out of the bytes the run has to check or upload.
+type Progress struct {
+	Complete, Total int64
+}
+
+// WithConcurrency sets the most tags in flight at once per registry (the ceiling
+// when adaptive). Default 4.
+func WithConcurrency(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("concurrency must be at least 1, got %d", n)
+		}
+		c.concurrency = n
+		return nil
+	}
+}
+
+// WithAdaptive turns adaptive concurrency on (the default) or off.
+func WithAdaptive(on bool) Option {
+	return func(c *config) error { c.adaptive = on; return nil }
+}
+
+// WithRetry sets the attempt budget per tag and the backoff: the first wait is
+// about delay, doubling each time, never more than maxDelay (which also caps a
+// registry's Retry-After).
+func WithRetry(maxAttempts int, delay, maxDelay time.Duration) Option {
+	return func(c *config) error {
+		switch {
+		case maxAttempts < 1:
+			return fmt.Errorf("max-attempts must be at least 1, got %d", maxAttempts)
+		case delay <= 0:
+			return fmt.Errorf("retry-delay must be positive, got %s", delay)
+		case maxDelay < delay:
+			return fmt.Errorf("max-retry-delay (%s) must not be less than retry-delay (%s)", maxDelay, delay)
+		}
+		c.maxAttempts, c.retryDelay, c.maxRetryDelay = maxAttempts, delay, maxDelay
+		return nil
+	}
+}
+
+// WithTimeout bounds the time one tag may take, all attempts included. Default 10m.
+func WithTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("timeout must be positive, got %s", d)
+		}
+		c.timeout = d
+		return nil
+	}
+}
+
+// WithLimitTiming tunes adaptive concurrency: overloads within cooldown of a
+// decrease count as the same burst (default 1s), and the level that overloaded
+// is tried again no sooner than probeAfter after it (default 5s, doubling after
+// each failed probe).
+func WithLimitTiming(cooldown, probeAfter time.Duration) Option {
+	return func(c *config) error {
+		if cooldown < 0 || probeAfter < 0 {
+			return fmt.Errorf("limit cooldown (%s) and probe interval (%s) must not be negative", cooldown, probeAfter)
+		}
+		c.cooldown, c.probeAfter = cooldown, probeAfter
+		return nil
+	}
+}
+
+// WithTransport sets the HTTP transport under go-containerregistry's.
+func WithTransport(t http.RoundTripper) Option {
+	return func(c *config) error { c.transport = t; return nil }
+}
+
+// WithKeychain sets where credentials come from. Default authn.DefaultKeychain.
+func WithKeychain(k authn.Keychain) Option {
+	return func(c *config) error { c.keychain = k; return nil }
+}
+
+// WithUserAgent sets the User-Agent sent to registries.
+func WithUserAgent(ua string) Option {
+	return func(c *config) error { c.userAgent = ua; return nil }
+}
+
+// WithProgressInterval sets how often Events.Progress is called. Default 5s.
+func WithProgressInterval(d time.Duration) Option {
+	return func(c *config) error { c.progressEvery = d; return nil }
+}
+
+// WithEvents sets the callbacks that observe a run.
+func WithEvents(e Events) Option {
+	return func(c *config) error { c.events = e; return nil }
+}

@@ -1,0 +1,483 @@
+// Package pusher pushes one image or index to many tags through go-containerregistry.
+//
+// Blobs go to each repository once, however many tags share them, and the same
+// blob is never uploaded twice at once (go-containerregistry's Pusher dedupes by
+// digest); each tag then costs one manifest PUT and one HEAD that proves the tag
+// resolves to the pushed digest. Each tag is retried as a whole under a policy
+// owned by retry-go, with go-containerregistry's own retries turned off so the
+// attempts reported are the attempts made. Tags run through a queue with one
+// adaptive limit per registry.
+package pusher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/avast/retry-go/v4"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/tagpush/tagpush/queue"
+)
+
+// Status is how a tag ended.
+type Status string
+
+const (
+	StatusPushed    Status = "pushed"
+	StatusFailed    Status = "failed"
+	StatusCancelled Status = "cancelled"
+)
+
+// Result is what became of one tag.
+type Result struct {
+	Tag      name.Tag
+	Status   Status
+	Digest   string
+	Attempts int
+	Duration time.Duration
+	Err      error
+}
+
+// Stats describes a whole run.
+type Stats struct {
+	// Faults counts failed attempts by kind.
+	Faults map[Fault]int
+	// Retries is how many attempts were followed by another.
+	Retries int
+	// BackoffWait is the total time tags spent waiting between attempts.
+	BackoffWait time.Duration
+	// PeakConcurrency is, per registry, the most tags that were in flight at once.
+	PeakConcurrency map[string]int
+	// FinalLimit is, per registry, the concurrency limit at the end of the run.
+	FinalLimit map[string]int
+}
+
+// Report is the outcome of a run: one result per tag, in the order given.
+type Report struct {
+	Digest  string
+	Results []Result
+	Stats   Stats
+}
+
+// Pusher pushes images to tags. It is safe to use for one run at a time.
+type Pusher struct {
+	cfg config
+}
+
+// New returns a Pusher with the given options.
+func New(opts ...Option) (*Pusher, error) {
+	cfg := defaults()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	return &Pusher{cfg: cfg}, nil
+}
+
+// Push pushes img (a v1.Image or v1.ImageIndex) to every tag and reports each.
+// It returns an error only when img cannot be read at all; failures of tags are
+// in the report.
+func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag) (*Report, error) {
+	c, err := contentOf(img)
+	if err != nil {
+		return nil, err
+	}
+	r := &run{
+		cfg:     p.cfg,
+		content: c,
+		waits:   newRegistryWaits(p.cfg.now),
+		faults:  make(map[Fault]int),
+	}
+	r.transport = &retryAfterTransport{inner: p.cfg.transport, waits: r.waits}
+	r.puller, err = remote.NewPuller(r.remoteOptions(nil)...)
+	if err != nil {
+		return nil, fmt.Errorf("set up registry client: %w", err)
+	}
+
+	limiters := make(map[string]*queue.Limiter)
+	repos := make(map[name.Repository]*repoState)
+	jobs := make([]queue.Job[Result], len(tags))
+	for i, tag := range tags {
+		reg := tag.RegistryStr()
+		lim, ok := limiters[reg]
+		if !ok {
+			lim = r.newLimiter(reg)
+			limiters[reg] = lim
+		}
+		rs, ok := repos[tag.Repository]
+		if !ok {
+			rs = &repoState{repo: tag.Repository, run: r}
+			repos[tag.Repository] = rs
+		}
+		jobs[i] = queue.Job[Result]{Limiter: lim, Do: func(ctx context.Context, s *queue.Slot) (Result, error) {
+			return r.pushTag(ctx, s, rs, tag), nil
+		}}
+	}
+
+	stopProgress := r.watchProgress()
+	results := queue.Run(ctx, jobs)
+	stopProgress()
+
+	rep := &Report{Digest: c.digest.String(), Results: make([]Result, len(tags))}
+	for i, res := range results {
+		if !res.Started {
+			res.Value = Result{Tag: tags[i], Status: StatusCancelled, Err: fmt.Errorf("cancelled before it started: %w", res.Err)}
+			if p.cfg.events.TagDone != nil {
+				p.cfg.events.TagDone(res.Value)
+			}
+		}
+		rep.Results[i] = res.Value
+	}
+	rep.Stats = r.stats(limiters)
+	return rep, nil
+}
+
+// run is the state of one Push call.
+type run struct {
+	cfg       config
+	content   *content
+	transport *retryAfterTransport
+	waits     *registryWaits
+	puller    *remote.Puller
+
+	mu      sync.Mutex
+	faults  map[Fault]int
+	retries int
+	waited  time.Duration
+	updates []chan v1.Update
+	bytes   []*progressCounter
+}
+
+func (r *run) newLimiter(reg string) *queue.Limiter {
+	var alg queue.Algorithm = queue.Fixed(r.cfg.concurrency)
+	if r.cfg.adaptive {
+		// The ceiling was validated by WithConcurrency.
+		a, _ := queue.NewAIMD(r.cfg.concurrency, r.cfg.cooldown, r.cfg.probeAfter)
+		alg = a
+	}
+	opts := []queue.LimiterOption{queue.WithClock(r.cfg.now)}
+	if r.cfg.events.LimitChange != nil {
+		opts = append(opts, queue.OnChange(r.cfg.events.LimitChange))
+	}
+	return queue.NewLimiter(reg, alg, opts...)
+}
+
+// remoteOptions configures go-containerregistry with its retries off: retry-go
+// owns the policy, and two layers retrying the same failure would multiply
+// attempts without anyone seeing them.
+func (r *run) remoteOptions(progress chan v1.Update) []remote.Option {
+	opts := []remote.Option{
+		remote.WithTransport(r.transport),
+		remote.WithAuthFromKeychain(r.cfg.keychain),
+		remote.WithUserAgent(r.cfg.userAgent),
+		remote.WithRetryBackoff(remote.Backoff{Steps: 1}),
+		remote.WithRetryPredicate(func(error) bool { return false }),
+		remote.WithRetryStatusCodes(),
+	}
+	if progress != nil {
+		opts = append(opts, remote.WithProgress(progress))
+	}
+	return opts
+}
+
+// newRemotePusher returns a go-containerregistry Pusher whose progress is counted.
+func (r *run) newRemotePusher() (*remote.Pusher, error) {
+	updates := make(chan v1.Update, 64)
+	counter := &progressCounter{}
+	gp, err := remote.NewPusher(r.remoteOptions(updates)...)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.updates = append(r.updates, updates)
+	r.bytes = append(r.bytes, counter)
+	r.mu.Unlock()
+	go counter.drain(updates)
+	return gp, nil
+}
+
+func (r *run) noteFault(f Fault) {
+	r.mu.Lock()
+	r.faults[f]++
+	r.mu.Unlock()
+}
+
+func (r *run) noteWait(d time.Duration) {
+	r.mu.Lock()
+	r.retries++
+	r.waited += d
+	r.mu.Unlock()
+}
+
+func (r *run) stats(limiters map[string]*queue.Limiter) Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := Stats{
+		Faults:          make(map[Fault]int, len(r.faults)),
+		Retries:         r.retries,
+		BackoffWait:     r.waited,
+		PeakConcurrency: make(map[string]int, len(limiters)),
+		FinalLimit:      make(map[string]int, len(limiters)),
+	}
+	for f, n := range r.faults {
+		if f != faultCancelled {
+			s.Faults[f] = n
+		}
+	}
+	for reg, l := range limiters {
+		s.PeakConcurrency[reg] = l.Peak()
+		s.FinalLimit[reg] = l.Limit()
+	}
+	return s
+}
+
+// repoState is one destination repository's share of a run.
+type repoState struct {
+	repo name.Repository
+	run  *run
+
+	mu sync.Mutex
+	gp *remote.Pusher // remembers which blobs this run has put in repo
+	// next rotates where each attempt starts in the blob list, so that tags
+	// starting together upload different blobs in parallel instead of queueing
+	// behind the same one.
+	next atomic.Uint32
+}
+
+// pusher returns the repository's go-containerregistry Pusher.
+func (rs *repoState) pusher() (*remote.Pusher, error) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.gp == nil {
+		gp, err := rs.run.newRemotePusher()
+		if err != nil {
+			return nil, err
+		}
+		rs.gp = gp
+	}
+	return rs.gp, nil
+}
+
+// forget drops what gp believed the repository holds, after the registry lost
+// a blob: the next attempt checks every blob again and uploads what is missing.
+func (rs *repoState) forget(gp *remote.Pusher) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.gp == gp {
+		rs.gp = nil
+	}
+}
+
+// attempt pushes one tag once: the repository's blobs (each once per run),
+// an index's child manifests, the tag's manifest, then a HEAD that proves it.
+func (rs *repoState) attempt(ctx context.Context, tag name.Tag) (*remote.Pusher, error) {
+	c := rs.run.content
+	gp, err := rs.pusher()
+	if err != nil {
+		return nil, err
+	}
+	if n := len(c.blobs); n > 0 {
+		start := int(rs.next.Add(1)) % n
+		for i := range n {
+			b := c.blobs[(start+i)%n]
+			if err := gp.Upload(ctx, rs.repo, b.layer); err != nil {
+				return gp, fmt.Errorf("upload blob %s: %w", b.digest, err)
+			}
+		}
+	}
+	for _, child := range c.children {
+		if err := gp.Push(ctx, rs.repo.Digest(child.digest.String()), child.t); err != nil {
+			return gp, fmt.Errorf("push manifest %s: %w", child.digest, err)
+		}
+	}
+	if err := gp.Put(ctx, tag, c.top); err != nil {
+		return gp, fmt.Errorf("put manifest: %w", err)
+	}
+	desc, err := rs.run.puller.Head(ctx, tag)
+	if err != nil {
+		return gp, fmt.Errorf("verify tag: %w", err)
+	}
+	if desc.Digest != c.digest {
+		return gp, fmt.Errorf("%w: %s resolves to %s, pushed %s", errNotVerified, tag, desc.Digest, c.digest)
+	}
+	return gp, nil
+}
+
+// pushTag runs a tag's attempts under the retry policy.
+func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, tag name.Tag) Result {
+	start := r.cfg.now()
+	ctx, cancel := context.WithTimeout(parent, r.cfg.timeout)
+	defer cancel()
+
+	host := tag.RegistryStr()
+	var (
+		attempts int
+		lastErr  error
+		last     verdict
+	)
+	err := retry.Do(func() error {
+		attempts++
+		gp, err := rs.attempt(ctx, tag)
+		if err == nil {
+			slot.Observe(queue.Success)
+			return nil
+		}
+		lastErr, last = err, classify(ctx, err)
+		r.noteFault(last.fault)
+		slot.Observe(last.outcome)
+		r.waits.note(host, last.wait)
+		if last.relearnBlobs && gp != nil {
+			rs.forget(gp)
+		}
+		if !last.transient {
+			return retry.Unrecoverable(err)
+		}
+		return err
+	},
+		retry.Context(ctx),
+		retry.Attempts(uint(r.cfg.maxAttempts)),
+		retry.LastErrorOnly(true),
+		retry.MaxDelay(r.cfg.maxRetryDelay),
+		retry.DelayType(func(n uint, _ error, _ *retry.Config) time.Duration {
+			return r.backoff(n, host)
+		}),
+		retry.WithTimer(&slotTimer{ctx: ctx, slot: slot, onWait: func(d time.Duration) {
+			r.noteWait(d)
+			if r.cfg.events.Retry != nil {
+				r.cfg.events.Retry(Retry{Tag: tag.String(), Attempt: attempts, Fault: last.fault, Err: lastErr, Wait: d})
+			}
+		}}),
+	)
+
+	res := Result{Tag: tag, Attempts: attempts, Duration: r.cfg.now().Sub(start)}
+	switch {
+	case err == nil:
+		res.Status, res.Digest = StatusPushed, r.content.digest.String()
+	case parent.Err() != nil:
+		res.Status = StatusCancelled
+		res.Err = fmt.Errorf("cancelled after %d attempt(s): %w", attempts, context.Cause(parent))
+	default:
+		if lastErr == nil {
+			lastErr = err
+		}
+		if ctx.Err() != nil && last.fault != FaultTimeout {
+			last = verdict{fault: FaultTimeout}
+			lastErr = fmt.Errorf("%w (timeout %s)", lastErr, r.cfg.timeout)
+		}
+		res.Status = StatusFailed
+		res.Err = explain(last, lastErr, attempts, host, tag.Repository.String())
+	}
+	if r.cfg.events.TagDone != nil {
+		r.cfg.events.TagDone(res)
+	}
+	return res
+}
+
+// backoff is the wait before attempt n+1: exponential from retry-delay with
+// jitter of up to one retry-delay, or the registry's requested wait when that is
+// longer. retry-go caps the result at max-retry-delay.
+func (r *run) backoff(n uint, host string) time.Duration {
+	base := r.cfg.retryDelay
+	d := base
+	for i := uint(1); i < n && d < r.cfg.maxRetryDelay; i++ {
+		d *= 2
+	}
+	jitter := time.Duration(rand.Int64N(int64(base) + 1))
+	if w := r.waits.remaining(host); w > d {
+		d = w
+	}
+	return d + jitter
+}
+
+// slotTimer is retry-go's timer for one tag: it gives the tag's queue slot back
+// while the tag waits, so waiting tags do not hold back others.
+type slotTimer struct {
+	ctx    context.Context
+	slot   *queue.Slot
+	onWait func(time.Duration)
+}
+
+func (t *slotTimer) After(d time.Duration) <-chan time.Time {
+	t.onWait(d)
+	ch := make(chan time.Time, 1)
+	go func() {
+		if err := t.slot.Sleep(t.ctx, d); err == nil {
+			ch <- time.Now()
+		}
+	}()
+	return ch
+}
+
+// progressCounter keeps the latest update of one go-containerregistry Pusher.
+type progressCounter struct {
+	complete, total atomic.Int64
+}
+
+func (p *progressCounter) drain(updates <-chan v1.Update) {
+	for u := range updates {
+		if u.Error == nil {
+			p.complete.Store(u.Complete)
+			p.total.Store(u.Total)
+		}
+	}
+}
+
+// watchProgress reports bytes uploaded every progress interval until stopped.
+// Stopping closes the update channels: by then no Pusher call is running, so
+// nothing sends on them any more.
+func (r *run) watchProgress() (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	if r.cfg.events.Progress != nil && r.cfg.progressEvery > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(r.cfg.progressEvery)
+			defer t.Stop()
+			var last Progress
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					p := r.progress()
+					if p != last && p.Total > 0 {
+						r.cfg.events.Progress(p)
+						last = p
+					}
+				}
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		wg.Wait()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, ch := range r.updates {
+			close(ch)
+		}
+		r.updates = nil
+	}
+}
+
+func (r *run) progress() Progress {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var p Progress
+	for _, b := range r.bytes {
+		p.Complete += b.complete.Load()
+		p.Total += b.total.Load()
+	}
+	return p
+}
+
+var errNoLayers = errors.New("image has no layers")

@@ -1,0 +1,291 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestAIMD(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	tests := []struct {
+		name    string
+		ceiling int
+		steps   []Outcome
+		gaps    time.Duration // time between observations
+		want    int
+	}{
+		{"starts at ceiling", 8, nil, 0, 8},
+		{"overload halves", 8, []Outcome{Overload}, 0, 4},
+		{"halving rounds up", 3, []Outcome{Overload}, 0, 2},
+		{"burst inside cooldown halves once", 8, []Outcome{Overload, Overload, Overload, Overload}, 10 * time.Millisecond, 4},
+		{"overloads apart halve each time", 8, []Outcome{Overload, Overload, Overload}, 2 * time.Second, 1},
+		{"never below one", 2, []Outcome{Overload, Overload, Overload}, 2 * time.Second, 1},
+		{"a run of successes as long as the limit adds one", 16, append([]Outcome{Overload}, repeat(Success, 8)...), 0, 9},
+		{"fewer successes add nothing", 16, append([]Outcome{Overload}, repeat(Success, 7)...), 0, 8},
+		{"never above ceiling", 3, repeat(Success, 20), 0, 3},
+		{"ignore changes nothing", 8, append([]Outcome{Overload}, repeat(Ignore, 20)...), 0, 4},
+		{"no probe of the level that overloaded before the probe interval", 4, append([]Outcome{Overload}, repeat(Success, 40)...), 10 * time.Millisecond, 3},
+		{"a probe once the interval has passed", 4, append([]Outcome{Overload}, repeat(Success, 40)...), 200 * time.Millisecond, 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := NewAIMD(tt.ceiling, time.Second, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := t0
+			for _, o := range tt.steps {
+				a.Observe(o, now)
+				now = now.Add(tt.gaps)
+			}
+			if got := a.Limit(); got != tt.want {
+				t.Errorf("limit = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func repeat(o Outcome, n int) []Outcome {
+	out := make([]Outcome, n)
+	for i := range out {
+		out[i] = o
+	}
+	return out
+}
+
+// TestAIMDSettlesBelowAFixedCapacity drives AIMD against a server that
+// overloads above 3 at once, one outcome every 10ms for 40s: the limit spends
+// the run at 3, with fewer and fewer probes of 4.
+func TestAIMDSettlesBelowAFixedCapacity(t *testing.T) {
+	a, _ := NewAIMD(8, 100*time.Millisecond, 2*time.Second)
+	now := time.Unix(0, 0)
+	const steps = 4000
+	var overloads []int
+	atThree := 0
+	for i := range steps {
+		now = now.Add(10 * time.Millisecond)
+		if a.Limit() > 3 {
+			a.Observe(Overload, now)
+			overloads = append(overloads, i)
+		} else {
+			a.Observe(Success, now)
+		}
+		if a.Limit() == 3 {
+			atThree++
+		}
+	}
+	if a.Limit() > 3 {
+		t.Errorf("limit at end = %d, want at most 3", a.Limit())
+	}
+	// The first second is the initial burst (inside the cooldown); after it,
+	// each overload is a probe, and probes grow rarer.
+	probes, late := 0, 0
+	for _, i := range overloads {
+		if i >= 100 {
+			probes++
+		}
+		if i >= steps/2 {
+			late++
+		}
+	}
+	if late > 1 || probes > 5 {
+		t.Errorf("overloads at steps %v: want at most 5 probes after the first second and 1 in the second half", overloads)
+	}
+	if atThree < steps*9/10 {
+		t.Errorf("limit was 3 for %d of %d steps, want at least 90%%", atThree, steps)
+	}
+}
+
+func TestNewAIMDRejectsBadCeiling(t *testing.T) {
+	if _, err := NewAIMD(0, time.Second, time.Second); err == nil {
+		t.Fatal("NewAIMD(0) succeeded, want an error")
+	}
+}
+
+// trackingJobs returns n jobs that record how many of them run at once.
+func trackingJobs(lim *Limiter, n int, hold time.Duration, inFlight, peak *atomic.Int64) []Job[int] {
+	jobs := make([]Job[int], n)
+	for i := range jobs {
+		jobs[i] = Job[int]{Limiter: lim, Do: func(ctx context.Context, s *Slot) (int, error) {
+			cur := inFlight.Add(1)
+			for {
+				p := peak.Load()
+				if cur <= p || peak.CompareAndSwap(p, cur) {
+					break
+				}
+			}
+			time.Sleep(hold)
+			inFlight.Add(-1)
+			return i * 10, nil
+		}}
+	}
+	return jobs
+}
+
+func TestRunBoundsConcurrencyAndKeepsOrder(t *testing.T) {
+	for _, limit := range []int{1, 3, 8} {
+		lim := NewLimiter("r", Fixed(limit))
+		var inFlight, peak atomic.Int64
+		res := Run(context.Background(), trackingJobs(lim, 24, 5*time.Millisecond, &inFlight, &peak))
+		if got := peak.Load(); got > int64(limit) || got < 1 {
+			t.Errorf("limit %d: peak concurrency %d", limit, got)
+		}
+		if limit > 1 && peak.Load() < 2 {
+			t.Errorf("limit %d: jobs never overlapped (peak %d)", limit, peak.Load())
+		}
+		for i, r := range res {
+			if !r.Started || r.Err != nil || r.Value != i*10 {
+				t.Fatalf("limit %d: result %d = %+v, want value %d", limit, i, r, i*10)
+			}
+		}
+	}
+}
+
+func TestLoweredLimitTakesEffect(t *testing.T) {
+	alg, _ := NewAIMD(8, time.Hour, time.Hour)
+	var changes []Change
+	lim := NewLimiter("r", alg, OnChange(func(c Change) { changes = append(changes, c) }))
+	lim.Observe(Overload) // 8 -> 4
+	lim.Observe(Overload) // inside cooldown: stays 4
+	var inFlight, peak atomic.Int64
+	Run(context.Background(), trackingJobs(lim, 20, 5*time.Millisecond, &inFlight, &peak))
+	if peak.Load() > 4 {
+		t.Errorf("peak %d after the limit was lowered to 4", peak.Load())
+	}
+	if len(changes) != 1 || changes[0].Old != 8 || changes[0].New != 4 || changes[0].Cause != Overload {
+		t.Errorf("changes = %+v, want one 8->4 on overload", changes)
+	}
+}
+
+func TestRaisedLimitWakesWaiters(t *testing.T) {
+	alg, _ := NewAIMD(3, 0, 0)
+	lim := NewLimiter("r", alg)
+	lim.Observe(Overload) // 3 -> 2
+	lim.Observe(Overload) // 2 -> 1
+	if lim.Limit() != 1 {
+		t.Fatalf("limit = %d, want 1", lim.Limit())
+	}
+	release := make(chan struct{})
+	started := make(chan int, 2)
+	job := func(ctx context.Context, s *Slot) (int, error) {
+		started <- 1
+		<-release
+		return 0, nil
+	}
+	done := make(chan struct{})
+	go func() {
+		Run(context.Background(), []Job[int]{{lim, job}, {lim, job}})
+		close(done)
+	}()
+	<-started
+	select {
+	case <-started:
+		t.Fatal("second job started above the limit of 1")
+	case <-time.After(20 * time.Millisecond):
+	}
+	lim.Observe(Success) // one success at limit 1 raises it to 2
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("second job did not start after the limit rose to 2")
+	}
+	close(release)
+	<-done
+}
+
+func TestLimitersAreIndependent(t *testing.T) {
+	slow := NewLimiter("slow", Fixed(1))
+	fast := NewLimiter("fast", Fixed(1))
+	block := make(chan struct{})
+	var fastDone atomic.Bool
+	jobs := []Job[int]{
+		{slow, func(ctx context.Context, s *Slot) (int, error) { <-block; return 0, nil }},
+		{slow, func(ctx context.Context, s *Slot) (int, error) { return 0, nil }},
+		{fast, func(ctx context.Context, s *Slot) (int, error) { fastDone.Store(true); close(block); return 0, nil }},
+	}
+	res := Run(context.Background(), jobs)
+	if !fastDone.Load() {
+		t.Fatal("job on the free limiter did not run")
+	}
+	for i, r := range res {
+		if !r.Started {
+			t.Errorf("job %d never started", i)
+		}
+	}
+}
+
+func TestCancelStopsNewWorkAndLeaksNothing(t *testing.T) {
+	before := runtime.NumGoroutine()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lim := NewLimiter("r", Fixed(2))
+	var ran atomic.Int64
+	jobs := make([]Job[int], 10)
+	for i := range jobs {
+		jobs[i] = Job[int]{lim, func(ctx context.Context, s *Slot) (int, error) {
+			if ran.Add(1) == 2 {
+				cancel()
+			}
+			<-ctx.Done()
+			return 0, ctx.Err()
+		}}
+	}
+	res := Run(ctx, jobs)
+	var started, notStarted int
+	for _, r := range res {
+		if r.Started {
+			started++
+		} else {
+			notStarted++
+			if !errors.Is(r.Err, context.Canceled) {
+				t.Errorf("unstarted job err = %v, want context.Canceled", r.Err)
+			}
+		}
+	}
+	if started != 2 || notStarted != 8 {
+		t.Errorf("started %d, not started %d; want 2 and 8", started, notStarted)
+	}
+	if lim.InFlight() != 0 {
+		t.Errorf("%d slots still held after Run", lim.InFlight())
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after Run, %d before", n, before)
+	}
+}
+
+func TestSleepGivesTheSlotBack(t *testing.T) {
+	lim := NewLimiter("r", Fixed(1))
+	var order []string
+	step := make(chan struct{})
+	jobs := []Job[string]{
+		{lim, func(ctx context.Context, s *Slot) (string, error) {
+			order = append(order, "a1")
+			close(step)
+			if err := s.Sleep(ctx, 30*time.Millisecond); err != nil {
+				return "", err
+			}
+			order = append(order, "a2")
+			return "a", nil
+		}},
+		{lim, func(ctx context.Context, s *Slot) (string, error) {
+			<-step
+			order = append(order, "b")
+			return "b", nil
+		}},
+	}
+	Run(context.Background(), jobs)
+	if len(order) != 3 || order[1] != "b" {
+		t.Errorf("order = %v, want the second job to run while the first sleeps", order)
+	}
+	if lim.InFlight() != 0 {
+		t.Errorf("%d slots still held", lim.InFlight())
+	}
+}

@@ -1,0 +1,200 @@
+// Package report renders the results of a run for people and machines: the
+// JSON results output, the markdown job summary, the terminal table and the
+// per-tag log lines. It only formats; writing them is the front end's job.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tagpush/tagpush/pusher"
+)
+
+// Entry is one tag in the JSON results.
+type Entry struct {
+	Tag        string `json:"tag"`
+	Status     string `json:"status"`
+	Digest     string `json:"digest"`
+	Attempts   int    `json:"attempts"`
+	DurationMS int64  `json:"duration_ms"`
+	Error      string `json:"error"`
+}
+
+// Entries converts results, keeping their order.
+func Entries(results []pusher.Result) []Entry {
+	out := make([]Entry, len(results))
+	for i, r := range results {
+		out[i] = Entry{
+			Tag:        r.Tag.String(),
+			Status:     string(r.Status),
+			Digest:     r.Digest,
+			Attempts:   r.Attempts,
+			DurationMS: r.Duration.Milliseconds(),
+		}
+		if r.Err != nil {
+			out[i].Error = r.Err.Error()
+		}
+	}
+	return out
+}
+
+// JSON is the results output: an array in input order.
+func JSON(results []pusher.Result) (string, error) {
+	b, err := json.Marshal(Entries(results))
+	if err != nil {
+		return "", fmt.Errorf("encode results: %w", err)
+	}
+	return string(b), nil
+}
+
+// Refs returns the references whose status is s, one per line.
+func Refs(results []pusher.Result, s pusher.Status) string {
+	var refs []string
+	for _, r := range results {
+		if r.Status == s {
+			refs = append(refs, r.Tag.String())
+		}
+	}
+	return strings.Join(refs, "\n")
+}
+
+// Count returns how many results have status s.
+func Count(results []pusher.Result, s pusher.Status) int {
+	n := 0
+	for _, r := range results {
+		if r.Status == s {
+			n++
+		}
+	}
+	return n
+}
+
+// ShortDigest is the first 12 hex digits of a digest, as registries' UIs show it.
+func ShortDigest(d string) string {
+	_, hex, ok := strings.Cut(d, ":")
+	if !ok || len(hex) < 12 {
+		return d
+	}
+	return hex[:12]
+}
+
+// Duration rounds a duration for people.
+func Duration(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(10 * time.Millisecond).String()
+	default:
+		return d.Round(time.Second).String()
+	}
+}
+
+// Headline says how the run went in one line.
+func Headline(rep *pusher.Report) string {
+	pushed := Count(rep.Results, pusher.StatusPushed)
+	s := fmt.Sprintf("%d of %d tags pushed", pushed, len(rep.Results))
+	if n := Count(rep.Results, pusher.StatusFailed); n > 0 {
+		s += fmt.Sprintf(", %d failed", n)
+	}
+	if n := Count(rep.Results, pusher.StatusCancelled); n > 0 {
+		s += fmt.Sprintf(", %d cancelled", n)
+	}
+	return s
+}
+
+// StatsLine describes the faults, retries and concurrency of a run, or is empty
+// when there is nothing to say.
+func StatsLine(s pusher.Stats) string {
+	var parts []string
+	if len(s.Faults) > 0 {
+		var fs []string
+		for _, f := range slices.Sorted(maps.Keys(s.Faults)) {
+			fs = append(fs, fmt.Sprintf("%s: %d", f, s.Faults[f]))
+		}
+		parts = append(parts, "faults seen: "+strings.Join(fs, ", "))
+	}
+	parts = append(parts, fmt.Sprintf("retries: %d", s.Retries), "time waiting in backoff: "+Duration(s.BackoffWait))
+	for _, reg := range slices.Sorted(maps.Keys(s.PeakConcurrency)) {
+		parts = append(parts, fmt.Sprintf("%s: peak concurrency %d, limit at end %d", reg, s.PeakConcurrency[reg], s.FinalLimit[reg]))
+	}
+	return strings.Join(parts, " · ")
+}
+
+var statusIcon = map[pusher.Status]string{
+	pusher.StatusPushed:    "✅",
+	pusher.StatusFailed:    "❌",
+	pusher.StatusCancelled: "⏹️",
+}
+
+// mdCell makes s safe inside a markdown table cell.
+func mdCell(s string) string {
+	s = strings.ReplaceAll(s, "\r", "")
+	s = strings.ReplaceAll(s, "\n", " ")
+	return strings.ReplaceAll(s, "|", `\|`)
+}
+
+// Markdown is the job summary: a headline, one row per tag, and the run's faults.
+func Markdown(rep *pusher.Report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "### tagpush: %s\n\n", Headline(rep))
+	if rep.Digest != "" {
+		fmt.Fprintf(&b, "Digest: `%s`\n\n", rep.Digest)
+	}
+	b.WriteString("| Status | Tag | Digest | Attempts | Time | Error |\n")
+	b.WriteString("|---|---|---|---:|---:|---|\n")
+	for _, r := range rep.Results {
+		errText := ""
+		if r.Err != nil {
+			errText = mdCell(r.Err.Error())
+		}
+		digest := ""
+		if r.Digest != "" {
+			digest = "`" + ShortDigest(r.Digest) + "`"
+		}
+		fmt.Fprintf(&b, "| %s %s | `%s` | %s | %d | %s | %s |\n",
+			statusIcon[r.Status], r.Status, mdCell(r.Tag.String()), digest, r.Attempts, Duration(r.Duration), errText)
+	}
+	fmt.Fprintf(&b, "\n%s\n", StatsLine(rep.Stats))
+	return b.String()
+}
+
+// Table is the per-tag table for a terminal.
+func Table(rep *pusher.Report) string {
+	width := len("TAG")
+	for _, r := range rep.Results {
+		width = max(width, len(r.Tag.String()))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-9s  %-*s  %-12s  %8s  %9s  %s\n", "STATUS", width, "TAG", "DIGEST", "ATTEMPTS", "TIME", "ERROR")
+	for _, r := range rep.Results {
+		errText := ""
+		if r.Err != nil {
+			errText = strings.ReplaceAll(r.Err.Error(), "\n", " ")
+		}
+		fmt.Fprintf(&b, "%-9s  %-*s  %-12s  %8d  %9s  %s\n",
+			r.Status, width, r.Tag.String(), ShortDigest(r.Digest), r.Attempts, Duration(r.Duration), errText)
+	}
+	return b.String()
+}
+
+// LogLine is the line logged when a tag ends.
+func LogLine(r pusher.Result) string {
+	switch r.Status {
+	case pusher.StatusPushed:
+		return fmt.Sprintf("pushed %s (%s) in %s, %s", r.Tag, ShortDigest(r.Digest), Duration(r.Duration), attempts(r.Attempts))
+	default:
+		return fmt.Sprintf("%s %s after %s, %s: %v", r.Status, r.Tag, Duration(r.Duration), attempts(r.Attempts), r.Err)
+	}
+}
+
+func attempts(n int) string {
+	if n == 1 {
+		return "1 attempt"
+	}
+	return fmt.Sprintf("%d attempts", n)
+}

@@ -1,0 +1,174 @@
+// Package source opens the image a run pushes, from wherever a CI job has it,
+// as a v1.Image or v1.ImageIndex. The pusher never cares where an image came from.
+//
+// Forms: oci:PATH (an OCI image layout; oci:PATH@sha256:... or oci:PATH:REF picks
+// one manifest of several), docker-archive:PATH (a `docker save` tarball;
+// docker-archive:PATH:REF picks one image of several), or a bare path to either.
+package source
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// Image is an opened source.
+type Image struct {
+	// Taggable is a v1.Image or a v1.ImageIndex.
+	Taggable remote.Taggable
+	// Description says what was opened, for the log.
+	Description string
+}
+
+// Forms lists the source forms, for error messages.
+const Forms = "oci:PATH[:REF|@sha256:DIGEST], docker-archive:PATH[:REF], or a path to an OCI layout directory or a docker-archive tarball"
+
+// ErrNotSupported marks a source form this version does not read yet.
+var ErrNotSupported = errors.New("not supported yet")
+
+// Open opens spec.
+func Open(spec string) (*Image, error) {
+	spec = strings.TrimSpace(spec)
+	if spec == "" {
+		return nil, fmt.Errorf("source is empty: give %s", Forms)
+	}
+	scheme, rest, hasScheme := strings.Cut(spec, ":")
+	if hasScheme {
+		switch scheme {
+		case "oci", "oci-layout":
+			return openOCI(rest)
+		case "docker-archive":
+			return openArchive(rest)
+		case "docker-daemon", "docker", "registry", "containers-storage":
+			return nil, fmt.Errorf("source %q: the %s: form is %w; use %s", spec, scheme, ErrNotSupported, Forms)
+		}
+	}
+	if st, err := os.Stat(spec); err == nil {
+		if st.IsDir() {
+			return openOCI(spec)
+		}
+		return openArchive(spec)
+	}
+	return nil, fmt.Errorf("source %q: no such file or directory, and not a known form: give %s", spec, Forms)
+}
+
+// splitRef splits PATH[:REF] where PATH itself may contain colons and REF may
+// too (app:1.0): the shortest prefix that exists on disk is the path.
+func splitRef(s string) (path, ref string) {
+	for i := 0; i < len(s); i++ {
+		if s[i] != ':' {
+			continue
+		}
+		if _, err := os.Stat(s[:i]); err == nil {
+			return s[:i], s[i+1:]
+		}
+	}
+	return s, ""
+}
+
+func openOCI(spec string) (*Image, error) {
+	path, pick := spec, ""
+	if i := strings.Index(spec, "@sha256:"); i >= 0 {
+		path, pick = spec[:i], spec[i+1:]
+	} else {
+		path, pick = splitRef(spec)
+	}
+	lp, err := layout.FromPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("source oci:%s: not an OCI image layout (no readable index.json): %w", path, err)
+	}
+	idx, err := lp.ImageIndex()
+	if err != nil {
+		return nil, fmt.Errorf("source oci:%s: %w", path, err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("source oci:%s: read index.json: %w", path, err)
+	}
+	var chosen *v1.Descriptor
+	switch {
+	case pick != "" && strings.HasPrefix(pick, "sha256:"):
+		for i, d := range m.Manifests {
+			if d.Digest.String() == pick {
+				chosen = &m.Manifests[i]
+			}
+		}
+	case pick != "":
+		for i, d := range m.Manifests {
+			if d.Annotations["org.opencontainers.image.ref.name"] == pick {
+				chosen = &m.Manifests[i]
+			}
+		}
+	case len(m.Manifests) == 1:
+		chosen = &m.Manifests[0]
+	case len(m.Manifests) == 0:
+		return nil, fmt.Errorf("source oci:%s: the layout holds no manifest", path)
+	default:
+		return nil, fmt.Errorf("source oci:%s holds %d manifests: pick one with oci:%s@DIGEST or oci:%s:REF (%s)", path, len(m.Manifests), path, path, listManifests(m))
+	}
+	if chosen == nil {
+		return nil, fmt.Errorf("source oci:%s: no manifest matches %q (%s)", path, pick, listManifests(m))
+	}
+	desc := fmt.Sprintf("OCI layout %s (%s)", path, chosen.Digest)
+	switch {
+	case chosen.MediaType.IsIndex():
+		sub, err := idx.ImageIndex(chosen.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("source oci:%s: %w", path, err)
+		}
+		return &Image{Taggable: sub, Description: desc + ", an index"}, nil
+	case chosen.MediaType.IsImage():
+		img, err := idx.Image(chosen.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("source oci:%s: %w", path, err)
+		}
+		return &Image{Taggable: img, Description: desc}, nil
+	}
+	return nil, fmt.Errorf("source oci:%s: manifest %s has media type %q, not an image or index", path, chosen.Digest, chosen.MediaType)
+}
+
+func listManifests(m *v1.IndexManifest) string {
+	var parts []string
+	for _, d := range m.Manifests {
+		s := d.Digest.String()
+		if r := d.Annotations["org.opencontainers.image.ref.name"]; r != "" {
+			s = r + " " + s
+		}
+		parts = append(parts, s)
+	}
+	return "it has: " + strings.Join(parts, ", ")
+}
+
+func openArchive(spec string) (*Image, error) {
+	path, ref := splitRef(spec)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("source docker-archive:%s: %w", path, err)
+	}
+	var tag *name.Tag
+	if ref != "" {
+		// A REF is an image name inside the archive, e.g. app:1.0.
+		t, err := name.NewTag(ref)
+		if err != nil {
+			return nil, fmt.Errorf("source docker-archive:%s: %q is not an image name in the archive: %w", path, ref, err)
+		}
+		tag = &t
+	}
+	img, err := tarball.ImageFromPath(path, tag)
+	if err != nil {
+		return nil, fmt.Errorf("source docker-archive:%s: %w (a docker-archive holding several images needs docker-archive:PATH:NAME:TAG)", path, err)
+	}
+	// Reading the manifest now turns a corrupt archive into an error here,
+	// before anything is pushed.
+	if _, err := img.Digest(); err != nil {
+		return nil, fmt.Errorf("source docker-archive:%s: %w", path, err)
+	}
+	return &Image{Taggable: img, Description: "docker-archive " + filepath.Clean(path)}, nil
+}
