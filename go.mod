@@ -6,6 +6,7 @@ require (
 	github.com/avast/retry-go/v4 v4.7.0
 	github.com/google/go-containerregistry v0.22.1
 	github.com/sethvargo/go-githubactions v1.3.1
+	gopkg.in/yaml.v3 v3.0.1
 )
 
 require (

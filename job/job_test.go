@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
+	"github.com/tagpush/tagpush/internal/actiontest"
 	"github.com/tagpush/tagpush/internal/faults"
 	"github.com/tagpush/tagpush/internal/testregistry"
 	"github.com/tagpush/tagpush/job"
@@ -61,28 +62,11 @@ func (r *runner) run(t *testing.T, args ...string) int {
 	})
 }
 
-// outputs parses GITHUB_OUTPUT: name<<DELIMITER, the value, DELIMITER.
 func (r *runner) outputs(t *testing.T) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile(r.output)
+	out, err := actiontest.ReadOutputs(r.output)
 	if err != nil {
-		t.Fatalf("read GITHUB_OUTPUT: %v", err)
-	}
-	out := make(map[string]string)
-	lines := strings.Split(string(b), "\n")
-	for i := 0; i < len(lines); i++ {
-		name, delim, ok := strings.Cut(lines[i], "<<")
-		if !ok {
-			if lines[i] != "" {
-				t.Fatalf("GITHUB_OUTPUT line %d is not name<<delimiter: %q", i+1, lines[i])
-			}
-			continue
-		}
-		var value []string
-		for i++; i < len(lines) && lines[i] != delim; i++ {
-			value = append(value, lines[i])
-		}
-		out[name] = strings.Join(value, "\n")
+		t.Fatal(err)
 	}
 	return out
 }

@@ -30,7 +30,10 @@ func publish(fe config.FrontEnd, env Env, log logger, rep *pusher.Report) error 
 		fmt.Fprint(env.Stdout, report.Table(rep))
 		fmt.Fprintln(env.Stdout, report.StatsLine(rep.Stats))
 		if fe == config.Bitbucket {
-			return publishBitbucket(env, results)
+			if err := publishBitbucket(env, results); err != nil {
+				return err
+			}
+			fmt.Fprintln(env.Stdout, statusLine(env, rep))
 		}
 	}
 	return nil
@@ -105,4 +108,32 @@ func publishBitbucket(env Env, results string) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// statusLine is the pipe's last line: green on success, red on failure, in
+// colour only when the output is a terminal or TERM asks for it (and NO_COLOR
+// does not forbid it).
+func statusLine(env Env, rep *pusher.Report) string {
+	ok := report.Count(rep.Results, pusher.StatusPushed) == len(rep.Results)
+	text, code := "✔ Success: "+report.Headline(rep), "32"
+	if !ok {
+		text, code = "✖ Failed: "+report.Headline(rep), "31"
+	}
+	if !useColor(env) {
+		return text
+	}
+	return "\x1b[" + code + "m" + text + "\x1b[0m"
+}
+
+func useColor(env Env) bool {
+	if env.Getenv("NO_COLOR") != "" {
+		return false
+	}
+	if f, ok := env.Stdout.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			return true
+		}
+	}
+	term := env.Getenv("TERM")
+	return term != "" && term != "dumb"
 }

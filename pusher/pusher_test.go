@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/tagpush/tagpush/internal/faults"
@@ -221,6 +222,60 @@ func TestPermanent500FailsEveryTagWithinBudget(t *testing.T) {
 		}
 		if r.Err == nil || !strings.Contains(r.Err.Error(), "kept failing") || !strings.Contains(r.Err.Error(), "last status 500") {
 			t.Errorf("%s error = %v, want it to say the registry kept failing with 500", r.Tag, r.Err)
+		}
+	}
+}
+
+// TestAttemptsReportedAreAttemptsMade proves go-containerregistry's own retries
+// are off: the registry sees one blob upload start per attempt, not three.
+func TestAttemptsReportedAreAttemptsMade(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{FailWrites: http.StatusServiceUnavailable}})
+	rep, err := newPusher(t, fastRetry(4)).Push(context.Background(), smallImage(t), tagsOn(t, reg.Host, "acme/app", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Results[0]
+	if r.Attempts != 4 {
+		t.Fatalf("attempts = %d, want 4", r.Attempts)
+	}
+	if posts := reg.Faults.Stats().ByMethod[http.MethodPost]; posts != r.Attempts {
+		t.Errorf("registry saw %d upload starts for %d reported attempts", posts, r.Attempts)
+	}
+	if rep.Stats.Retries != 3 || rep.Stats.BackoffWait <= 0 {
+		t.Errorf("stats: %d retries, %s waiting; want 3 and some", rep.Stats.Retries, rep.Stats.BackoffWait)
+	}
+}
+
+func TestProgressIsReportedDuringLongUploads(t *testing.T) {
+	// Big enough that the upload outlasts the kernel's socket buffers.
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{UploadBytesPerSec: 16 << 20}})
+	img, err := random.Image(8<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seen []pusher.Progress
+	events := pusher.Events{Progress: func(p pusher.Progress) {
+		mu.Lock()
+		seen = append(seen, p)
+		mu.Unlock()
+	}}
+	rep, err := newPusher(t, pusher.WithProgressInterval(50*time.Millisecond), pusher.WithEvents(events)).
+		Push(context.Background(), img, tagsOn(t, reg.Host, "acme/big", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Results[0].Status != pusher.StatusPushed {
+		t.Fatalf("%v", rep.Results[0].Err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) < 2 {
+		t.Fatalf("%d progress updates during a ~1s upload, want several", len(seen))
+	}
+	for i, p := range seen {
+		if p.Total < 16<<20 || p.Complete > p.Total || (i > 0 && p.Complete < seen[i-1].Complete) {
+			t.Errorf("update %d = %+v (previous %+v)", i, p, seen[max(i-1, 0)])
 		}
 	}
 }

@@ -1,0 +1,123 @@
+package pusher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/tagpush/tagpush/queue"
+)
+
+func statusErr(code int, diag ...transport.Diagnostic) error {
+	return fmt.Errorf("put manifest: %w", &transport.Error{StatusCode: code, Errors: diag})
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		name      string
+		err       error
+		fault     Fault
+		transient bool
+		outcome   queue.Outcome
+		relearn   bool
+	}{
+		{"500", statusErr(500), Fault5xx, true, queue.Overload, false},
+		{"502", statusErr(502), Fault5xx, true, queue.Overload, false},
+		{"503", statusErr(503), Fault5xx, true, queue.Overload, false},
+		{"504", statusErr(504), FaultTimeout, true, queue.Overload, false},
+		{"408", statusErr(408), FaultTimeout, true, queue.Overload, false},
+		{"429", statusErr(429), Fault429, true, queue.Overload, false},
+		{"TOOMANYREQUESTS body", statusErr(403, transport.Diagnostic{Code: transport.TooManyRequestsErrorCode}), Fault429, true, queue.Overload, false},
+		{"401", statusErr(401), FaultAuth, false, queue.Ignore, false},
+		{"403", statusErr(403), FaultDenied, false, queue.Ignore, false},
+		{"DENIED code", statusErr(400, transport.Diagnostic{Code: transport.DeniedErrorCode}), FaultDenied, false, queue.Ignore, false},
+		{"404", statusErr(404, transport.Diagnostic{Code: transport.NameUnknownErrorCode}), FaultNotFound, false, queue.Ignore, false},
+		{"MANIFEST_INVALID", statusErr(400, transport.Diagnostic{Code: transport.ManifestInvalidErrorCode}), FaultInvalid, false, queue.Ignore, false},
+		{"NAME_INVALID", statusErr(400, transport.Diagnostic{Code: transport.NameInvalidErrorCode}), FaultInvalid, false, queue.Ignore, false},
+		{"BLOB_UPLOAD_UNKNOWN", statusErr(404, transport.Diagnostic{Code: transport.BlobUploadUnknownErrorCode}), FaultUploadLost, true, queue.Overload, true},
+		{"MANIFEST_BLOB_UNKNOWN", statusErr(400, transport.Diagnostic{Code: transport.ManifestBlobUnknownErrorCode}), FaultUploadLost, true, queue.Overload, true},
+		{"reset", &url.Error{Op: "Patch", URL: "http://r/v2", Err: syscall.ECONNRESET}, FaultReset, true, queue.Overload, false},
+		{"refused", &url.Error{Op: "Get", URL: "http://r/v2", Err: syscall.ECONNREFUSED}, FaultReset, true, queue.Overload, false},
+		{"unexpected EOF", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), FaultReset, true, queue.Overload, false},
+		{"someone else's cancel", fmt.Errorf("upload: %w", context.Canceled), FaultOther, true, queue.Ignore, false},
+		{"unknown error", errors.New("layer file vanished"), FaultOther, false, queue.Ignore, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := classify(context.Background(), tt.err)
+			if v.fault != tt.fault || v.transient != tt.transient || v.outcome != tt.outcome || v.relearnBlobs != tt.relearn {
+				t.Errorf("classify = %+v, want fault %s transient %t outcome %s relearn %t", v, tt.fault, tt.transient, tt.outcome, tt.relearn)
+			}
+		})
+	}
+}
+
+func TestClassifyOwnContextEnded(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if v := classify(ctx, statusErr(500)); v.transient || v.fault != faultCancelled {
+		t.Errorf("cancelled run: %+v, want not transient", v)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), time.Nanosecond)
+	defer cancel()
+	<-ctx.Done()
+	if v := classify(ctx, statusErr(500)); v.transient || v.fault != FaultTimeout {
+		t.Errorf("timed-out tag: %+v, want a timeout that is not retried", v)
+	}
+}
+
+func TestGHCRBodyWait(t *testing.T) {
+	err := statusErr(http.StatusTooManyRequests, transport.Diagnostic{Code: transport.TooManyRequestsErrorCode, Message: "retry-after: 12.5ms, allowed: 2000/minute"})
+	if v := classify(context.Background(), err); v.wait != 12500*time.Microsecond {
+		t.Errorf("wait = %s, want 12.5ms", v.wait)
+	}
+}
+
+func TestRetryAfterHeader(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"2", 2 * time.Second, true},
+		{"0.5", 500 * time.Millisecond, true},
+		{"Thu, 01 Jan 2026 12:00:10 GMT", 10 * time.Second, true},
+		{"Thu, 01 Jan 2026 11:00:00 GMT", 0, true},
+		{"", 0, false},
+		{"soon", 0, false},
+		{"-1", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := retryAfter(tt.in, now)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("retryAfter(%q) = %s, %t; want %s, %t", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestExplain(t *testing.T) {
+	base := errors.New("boom")
+	tests := []struct {
+		v    verdict
+		want string
+	}{
+		{verdict{fault: FaultAuth}, "authentication failed for ghcr.io: check username/password or token scope: boom"},
+		{verdict{fault: FaultDenied}, "permission denied to push ghcr.io/acme/app: check the token has write access to this repository: boom"},
+		{verdict{fault: Fault5xx, transient: true, status: 500}, "ghcr.io kept failing: gave up after 5 attempt(s) (last status 500 Internal Server Error): boom"},
+		{verdict{fault: FaultReset, transient: true}, "ghcr.io kept failing: gave up after 5 attempt(s) (last error): boom"},
+	}
+	for _, tt := range tests {
+		if got := explain(tt.v, base, 5, "ghcr.io", "ghcr.io/acme/app").Error(); got != tt.want {
+			t.Errorf("explain(%s) = %q, want %q", tt.v.fault, got, tt.want)
+		}
+	}
+}
