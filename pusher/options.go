@@ -41,7 +41,7 @@ func defaults() config {
 		retryDelay:    time.Second,
 		maxRetryDelay: 30 * time.Second,
 		timeout:       10 * time.Minute,
-		transport:     remote.DefaultTransport,
+		transport:     defaultTransport(),
 		keychain:      authn.DefaultKeychain,
 		userAgent:     "tagpush",
 		progressEvery: 5 * time.Second,
@@ -159,4 +159,14 @@ func WithProgressInterval(d time.Duration) Option {
 // WithEvents sets the callbacks that observe a run.
 func WithEvents(e Events) Option {
 	return func(c *config) error { c.events = e; return nil }
+}
+
+// defaultTransport is go-containerregistry's, with a bound on how long a
+// registry may take to start answering once a request is sent (an upload's
+// clock starts after its body is written), so a hung connection is a
+// retryable timeout rather than a tag stuck until its own timeout.
+func defaultTransport() http.RoundTripper {
+	t := remote.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = 2 * time.Minute
+	return t
 }

@@ -390,6 +390,24 @@ func TestResetMidUploadIsRetried(t *testing.T) {
 	assertPresent(t, reg, tags, want.String())
 }
 
+func TestLostUploadSessionIsRestarted(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{LoseUploadFirst: 1}})
+	img := smallImage(t)
+	tags := tagsOn(t, reg.Host, "acme/app", 1)
+	rep, err := newPusher(t, fastRetry(3)).Push(context.Background(), img, tags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Results[0]; r.Status != pusher.StatusPushed || r.Attempts != 2 {
+		t.Fatalf("got %s after %d attempts (%v), want pushed on the 2nd", r.Status, r.Attempts, r.Err)
+	}
+	if rep.Stats.Faults[pusher.FaultUploadLost] != 1 {
+		t.Errorf("faults %v, want one lost upload", rep.Stats.Faults)
+	}
+	want, _ := img.Digest()
+	assertPresent(t, reg, tags, want.String())
+}
+
 func TestAdaptiveLimitSettlesUnderGHCRMode(t *testing.T) {
 	const capacity = 2
 	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{Seed: 3, MaxWrites: capacity, Latency: 2 * time.Millisecond}})

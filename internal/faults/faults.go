@@ -44,6 +44,9 @@ type Config struct {
 	ResetFirst int
 	// ResetRate is the chance that a blob PATCH is reset midway.
 	ResetRate float64
+	// LoseUploadFirst answers the first n blob PATCHes with 404
+	// BLOB_UPLOAD_UNKNOWN: ghcr.io losing an upload session under load.
+	LoseUploadFirst int
 	// FailWrites answers every write with this status (e.g. 500).
 	FailWrites int
 	// Deny answers every request for repository DenyRepo with DenyStatus (401 or 403).
@@ -95,7 +98,8 @@ type Stats struct {
 	BlobsCommitted map[string]int
 	// ManifestPuts counts manifest PUTs the registry accepted.
 	ManifestPuts int
-	// Injected counts injected faults by kind ("500", "429", "reset", "slow", "deny").
+	// Injected counts injected faults by kind ("500", "429", "reset",
+	// "upload-lost", "slow", "deny").
 	Injected map[string]int
 	// PeakWrites is the most writes that were in flight at once.
 	PeakWrites int
@@ -257,6 +261,9 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 			msg = fmt.Sprintf("retry-after: %s, allowed: 2000/minute", c.GHCRBody)
 		}
 		d.body = ociError("TOOMANYREQUESTS", msg)
+	case k.blobUpload && r.Method == http.MethodPatch && l.stats.Injected["upload-lost"] < c.LoseUploadFirst:
+		d.status, d.fault = http.StatusNotFound, "upload-lost"
+		d.body = ociError("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
 	case k.blobUpload && r.Method == http.MethodPatch && (l.stats.Injected["reset"] < c.ResetFirst || chance(c.ResetRate)):
 		d.resetAfter, d.fault = max(r.ContentLength/2, 1), "reset"
 		if r.ContentLength <= 0 {
