@@ -41,6 +41,10 @@ type Config struct {
 	Source        string
 	Tags          string
 	Repository    string
+	Platform      string
+	Username      string
+	Password      string
+	RegistryAuth  string
 	Concurrency   int
 	Adaptive      bool
 	MaxAttempts   int
@@ -146,7 +150,15 @@ func isTrue(s string) bool {
 }
 
 func parse(v map[string]string) (*Config, error) {
-	c := &Config{Source: strings.TrimSpace(v["source"]), Tags: v["tags"], Repository: strings.TrimSpace(v["repository"])}
+	c := &Config{
+		Source:       strings.TrimSpace(v["source"]),
+		Tags:         v["tags"],
+		Repository:   strings.TrimSpace(v["repository"]),
+		Platform:     strings.TrimSpace(v["platform"]),
+		Username:     strings.TrimSpace(v["username"]),
+		Password:     v["password"],
+		RegistryAuth: v["registry-auth"],
+	}
 	var errs []error
 	if c.Source == "" {
 		errs = append(errs, usage("source is required: the image to push, e.g. oci:./build/image"))

@@ -13,10 +13,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/sethvargo/go-githubactions"
 
 	"github.com/tagpush/tagpush/config"
+	"github.com/tagpush/tagpush/credentials"
 	"github.com/tagpush/tagpush/pusher"
 	"github.com/tagpush/tagpush/queue"
 	"github.com/tagpush/tagpush/report"
@@ -42,6 +44,9 @@ type Env struct {
 	// PusherOptions are applied after those from the configuration (the demo
 	// and tests use them to point at their own transport).
 	PusherOptions []pusher.Option
+	// DockerConfig is the keychain of Docker config files and credential
+	// helpers; nil means the user's (~/.docker/config.json, DOCKER_CONFIG).
+	DockerConfig authn.Keychain
 }
 
 // Run runs the job and returns the process exit code.
@@ -57,6 +62,17 @@ func Run(ctx context.Context, env Env) int {
 		return ExitBadInput
 	}
 	log = newLogger(fe, env, cfg.Debug)
+	creds := credentials.Config{
+		Username:     cfg.Username,
+		Password:     cfg.Password,
+		RegistryAuth: cfg.RegistryAuth,
+		Getenv:       env.Getenv,
+		DockerConfig: env.DockerConfig,
+	}
+	// Masked before anything else is logged, so no later line can show them.
+	for _, s := range credentials.Secrets(creds) {
+		log.Mask(s)
+	}
 
 	items, dups, err := taglist.Parse(cfg.Tags, cfg.Repository)
 	if err != nil {
@@ -66,12 +82,24 @@ func Run(ctx context.Context, env Env) int {
 	for _, d := range dups {
 		log.Warnf("%s", d)
 	}
-	img, err := source.Open(cfg.Source)
+	tags := taglist.Tags(items)
+	for _, t := range tags {
+		creds.Registries = append(creds.Registries, t.RegistryStr())
+	}
+	keychain, err := credentials.Keychain(creds)
 	if err != nil {
 		log.Failf("tagpush: bad input", "%v (nothing was pushed)", err)
 		return ExitBadInput
 	}
-	tags := taglist.Tags(items)
+	img, err := source.Open(ctx, cfg.Source, source.Options{
+		Keychain:   keychain,
+		Platform:   cfg.Platform,
+		DockerHost: env.Getenv("DOCKER_HOST"),
+	})
+	if err != nil {
+		log.Failf("tagpush: bad input", "%v (nothing was pushed)", err)
+		return ExitBadInput
+	}
 	logPlan(log, img, tags, cfg)
 	if cfg.DryRun {
 		for _, t := range tags {
@@ -87,6 +115,7 @@ func Run(ctx context.Context, env Env) int {
 		pusher.WithRetry(cfg.MaxAttempts, cfg.RetryDelay, cfg.MaxRetryDelay),
 		pusher.WithTimeout(cfg.Timeout),
 		pusher.WithUserAgent("tagpush/" + env.Version),
+		pusher.WithKeychain(keychain),
 		pusher.WithEvents(events(log)),
 	}
 	p, err := pusher.New(append(opts, env.PusherOptions...)...)

@@ -58,7 +58,8 @@ func (r *runner) run(t *testing.T, args ...string) int {
 		Stdout:        &r.stdout,
 		Stderr:        &r.stderr,
 		Version:       "test",
-		PusherOptions: []pusher.Option{pusher.WithKeychain(authn.NewMultiKeychain()), pusher.WithRetry(3, 10*time.Millisecond, 100*time.Millisecond)},
+		PusherOptions: []pusher.Option{pusher.WithRetry(3, 10*time.Millisecond, 100*time.Millisecond)},
+		DockerConfig:  authn.NewMultiKeychain(), // not this machine's ~/.docker/config.json
 	})
 }
 
@@ -163,13 +164,14 @@ func TestBadInputExitsTwoAndPushesNothing(t *testing.T) {
 		{"bad duration", map[string]string{"source": ociSource, "tags": good, "retry-delay": "soon"}, `retry-delay: "soon" is not a positive duration`},
 		{"bad bool", map[string]string{"source": ociSource, "tags": good, "dry-run": "maybe"}, `dry-run: "maybe" is not true or false`},
 		{"missing source", map[string]string{"source": "oci:./no/such/dir", "tags": good}, "oci:./no/such/dir"},
-		{"unsupported source", map[string]string{"source": "docker-daemon:app:1", "tags": good}, "not supported yet"},
+		{"no Docker engine", map[string]string{"source": "docker-daemon:app:1", "tags": good}, "cannot reach Docker engine at unix:///nonexistent.sock"},
 		{"bare tag without repository", map[string]string{"source": ociSource, "tags": "latest"}, "needs the repository input"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			reg.Faults.Reset(faults.Config{})
 			r := newRunner(t, tt.inputs)
+			r.env["DOCKER_HOST"] = "unix:///nonexistent.sock"
 			if code := r.run(t); code != job.ExitBadInput {
 				t.Errorf("exit %d, want 2", code)
 			}
@@ -227,11 +229,11 @@ func TestTerminalRunFromDockerArchive(t *testing.T) {
 	reg := testregistry.ForTest(t, testregistry.Options{})
 	var stdout, stderr bytes.Buffer
 	code := job.Run(context.Background(), job.Env{
-		Args:          []string{"--source", "../testdata/image.tar", "--tags", fmt.Sprintf("%s/acme/app:a,%s/acme/app:b", reg.Host, reg.Host)},
-		Getenv:        func(string) string { return "" },
-		Stdout:        &stdout,
-		Stderr:        &stderr,
-		PusherOptions: []pusher.Option{pusher.WithKeychain(authn.NewMultiKeychain())},
+		Args:         []string{"--source", "../testdata/image.tar", "--tags", fmt.Sprintf("%s/acme/app:a,%s/acme/app:b", reg.Host, reg.Host)},
+		Getenv:       func(string) string { return "" },
+		Stdout:       &stdout,
+		Stderr:       &stderr,
+		DockerConfig: authn.NewMultiKeychain(),
 	})
 	if code != job.ExitOK {
 		t.Fatalf("exit %d\n%s\n%s", code, &stdout, &stderr)

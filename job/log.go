@@ -18,6 +18,8 @@ type logger interface {
 	Debugf(format string, args ...any)
 	Group(title string)
 	EndGroup()
+	// Mask hides s from the rest of the log where the front end can.
+	Mask(s string)
 }
 
 // plainLogger writes lines to a terminal or a Bitbucket log.
@@ -45,6 +47,10 @@ func (l *plainLogger) Debugf(format string, args ...any) {
 }
 func (l *plainLogger) Group(title string) { l.line("", "%s", title) }
 func (l *plainLogger) EndGroup()          {}
+
+// Mask does nothing: a terminal has no masking, and Bitbucket masks secured
+// variables itself.
+func (l *plainLogger) Mask(string) {}
 
 // githubLogger issues workflow commands through go-githubactions.
 type githubLogger struct {
@@ -91,4 +97,10 @@ func (l *githubLogger) EndGroup() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.action.EndGroup()
+}
+
+func (l *githubLogger) Mask(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.action.AddMask(s)
 }

@@ -138,28 +138,45 @@ func mdCell(s string) string {
 	return strings.ReplaceAll(s, "|", `\|`)
 }
 
-// Markdown is the job summary: a headline, one row per tag, and the run's faults.
+// Markdown is the job summary: a headline, one row per tag (grouped by
+// registry when the tags name several), and the run's faults.
 func Markdown(rep *pusher.Report) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### tagpush: %s\n\n", Headline(rep))
 	if rep.Digest != "" {
 		fmt.Fprintf(&b, "Digest: `%s`\n\n", rep.Digest)
 	}
-	b.WriteString("| Status | Tag | Digest | Attempts | Time | Error |\n")
-	b.WriteString("|---|---|---|---:|---:|---|\n")
+	groups := make(map[string][]pusher.Result)
+	var order []string
 	for _, r := range rep.Results {
-		errText := ""
-		if r.Err != nil {
-			errText = mdCell(r.Err.Error())
+		reg := r.Tag.RegistryStr()
+		if _, ok := groups[reg]; !ok {
+			order = append(order, reg)
 		}
-		digest := ""
-		if r.Digest != "" {
-			digest = "`" + ShortDigest(r.Digest) + "`"
-		}
-		fmt.Fprintf(&b, "| %s %s | `%s` | %s | %d | %s | %s |\n",
-			statusIcon[r.Status], r.Status, mdCell(r.Tag.String()), digest, r.Attempts, Duration(r.Duration), errText)
+		groups[reg] = append(groups[reg], r)
 	}
-	fmt.Fprintf(&b, "\n%s\n", StatsLine(rep.Stats))
+	for _, reg := range order {
+		if len(order) > 1 {
+			rs := groups[reg]
+			fmt.Fprintf(&b, "#### %s: %d of %d pushed\n\n", reg, Count(rs, pusher.StatusPushed), len(rs))
+		}
+		b.WriteString("| Status | Tag | Digest | Attempts | Time | Error |\n")
+		b.WriteString("|---|---|---|---:|---:|---|\n")
+		for _, r := range groups[reg] {
+			errText := ""
+			if r.Err != nil {
+				errText = mdCell(r.Err.Error())
+			}
+			digest := ""
+			if r.Digest != "" {
+				digest = "`" + ShortDigest(r.Digest) + "`"
+			}
+			fmt.Fprintf(&b, "| %s %s | `%s` | %s | %d | %s | %s |\n",
+				statusIcon[r.Status], r.Status, mdCell(r.Tag.String()), digest, r.Attempts, Duration(r.Duration), errText)
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "%s\n", StatsLine(rep.Stats))
 	return b.String()
 }
 

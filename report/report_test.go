@@ -106,3 +106,17 @@ func BenchmarkRender1000(b *testing.B) {
 		_ = Table(rep)
 	}
 }
+
+func TestMarkdownGroupsByRegistry(t *testing.T) {
+	rep := sample(t, 2)
+	other, _ := name.NewTag("quay.io/acme/app:v0")
+	rep.Results = append(rep.Results, pusher.Result{Tag: other, Status: pusher.StatusPushed, Digest: digest, Attempts: 1})
+	md := Markdown(rep)
+	gh, quay := strings.Index(md, "#### ghcr.io: 2 of 2 pushed"), strings.Index(md, "#### quay.io: 1 of 1 pushed")
+	if gh < 0 || quay < gh || strings.Index(md, "`quay.io/acme/app:v0`") < quay {
+		t.Errorf("rows not grouped by registry:\n%s", md)
+	}
+	if strings.Contains(Markdown(sample(t, 2)), "####") {
+		t.Error("a single registry got a group heading")
+	}
+}

@@ -3,16 +3,22 @@
 //
 // Forms: oci:PATH (an OCI image layout; oci:PATH@sha256:... or oci:PATH:REF picks
 // one manifest of several), docker-archive:PATH (a `docker save` tarball;
-// docker-archive:PATH:REF picks one image of several), or a bare path to either.
+// docker-archive:PATH:NAME:TAG picks one image of several), docker-daemon:NAME[:TAG]
+// (the local Docker engine), registry:REF (an image already in a registry), or
+// plainly a path to a layout or tarball, a reference whose first part is a
+// registry host (ghcr.io/acme/app:1), or a local image name (app:1).
 package source
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -29,26 +35,46 @@ type Image struct {
 }
 
 // Forms lists the source forms, for error messages.
-const Forms = "oci:PATH[:REF|@sha256:DIGEST], docker-archive:PATH[:REF], or a path to an OCI layout directory or a docker-archive tarball"
+const Forms = "oci:PATH[:REF|@sha256:DIGEST], docker-archive:PATH[:NAME:TAG], docker-daemon:NAME[:TAG], registry:REF, or a path to an OCI layout or docker-archive"
 
-// ErrNotSupported marks a source form this version does not read yet.
-var ErrNotSupported = errors.New("not supported yet")
+// Options are what opening a source may need besides its spec.
+type Options struct {
+	// Keychain gives credentials for registry sources. Default: anonymous.
+	Keychain authn.Keychain
+	// Transport carries requests to registry sources. Default: go-containerregistry's.
+	Transport http.RoundTripper
+	// Platform, when set (linux/amd64, linux/arm64/v8), picks one image out of an index.
+	Platform string
+	// DockerHost is the Docker engine's address; empty means the default socket.
+	DockerHost string
+}
 
 // Open opens spec.
-func Open(spec string) (*Image, error) {
-	spec = strings.TrimSpace(spec)
+func Open(ctx context.Context, spec string, o Options) (*Image, error) {
+	img, err := open(ctx, strings.TrimSpace(spec), o)
+	if err != nil {
+		return nil, err
+	}
+	if o.Platform == "" {
+		return img, nil
+	}
+	return pickPlatform(img, o.Platform)
+}
+
+func open(ctx context.Context, spec string, o Options) (*Image, error) {
 	if spec == "" {
 		return nil, fmt.Errorf("source is empty: give %s", Forms)
 	}
-	scheme, rest, hasScheme := strings.Cut(spec, ":")
-	if hasScheme {
+	if scheme, rest, ok := strings.Cut(spec, ":"); ok {
 		switch scheme {
 		case "oci", "oci-layout":
 			return openOCI(rest)
 		case "docker-archive":
 			return openArchive(rest)
-		case "docker-daemon", "docker", "registry", "containers-storage":
-			return nil, fmt.Errorf("source %q: the %s: form is %w; use %s", spec, scheme, ErrNotSupported, Forms)
+		case "docker-daemon":
+			return openDaemon(ctx, rest, o)
+		case "registry", "docker":
+			return openRemote(ctx, strings.TrimPrefix(rest, "//"), o)
 		}
 	}
 	if st, err := os.Stat(spec); err == nil {
@@ -57,7 +83,70 @@ func Open(spec string) (*Image, error) {
 		}
 		return openArchive(spec)
 	}
-	return nil, fmt.Errorf("source %q: no such file or directory, and not a known form: give %s", spec, Forms)
+	ref, err := name.ParseReference(spec)
+	if err != nil || looksLikePath(spec) {
+		return nil, fmt.Errorf("source %q: no such file or directory, and not an image reference: give %s", spec, Forms)
+	}
+	if namesRegistry(spec) {
+		return openRemote(ctx, ref.String(), o)
+	}
+	return openDaemon(ctx, spec, o)
+}
+
+func looksLikePath(s string) bool {
+	return strings.HasPrefix(s, "./") || strings.HasPrefix(s, "../") || strings.HasPrefix(s, "/") ||
+		strings.HasPrefix(s, "~") || strings.HasSuffix(s, ".tar") || strings.HasSuffix(s, ".tar.gz")
+}
+
+// namesRegistry tells ghcr.io/acme/app (a registry) from acme/app (a local
+// name), as docker does: the first part is a host if it has a dot or a port,
+// or is localhost.
+func namesRegistry(ref string) bool {
+	first, _, ok := strings.Cut(ref, "/")
+	return ok && (strings.ContainsAny(first, ".:") || first == "localhost")
+}
+
+// pickPlatform narrows an index to the image for platform.
+func pickPlatform(img *Image, platform string) (*Image, error) {
+	want, err := v1.ParsePlatform(platform)
+	if err == nil && (want.OS == "" || want.Architecture == "") {
+		err = errors.New("OS and architecture are both needed")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("platform %q is not OS/ARCH[/VARIANT]: %w", platform, err)
+	}
+	switch t := img.Taggable.(type) {
+	case v1.ImageIndex:
+		m, err := t.IndexManifest()
+		if err != nil {
+			return nil, fmt.Errorf("read index of %s: %w", img.Description, err)
+		}
+		var have []string
+		for _, d := range m.Manifests {
+			if d.Platform == nil || !d.MediaType.IsImage() {
+				continue
+			}
+			if d.Platform.Satisfies(*want) {
+				child, err := t.Image(d.Digest)
+				if err != nil {
+					return nil, fmt.Errorf("read %s image of %s: %w", platform, img.Description, err)
+				}
+				return &Image{Taggable: child, Description: fmt.Sprintf("%s, platform %s (%s)", img.Description, d.Platform, d.Digest)}, nil
+			}
+			have = append(have, d.Platform.String())
+		}
+		return nil, fmt.Errorf("platform %s is not in %s (it has %s)", platform, img.Description, strings.Join(have, ", "))
+	case v1.Image:
+		cf, err := t.ConfigFile()
+		if err != nil {
+			return nil, fmt.Errorf("read config of %s: %w", img.Description, err)
+		}
+		if p := cf.Platform(); p == nil || !p.Satisfies(*want) {
+			return nil, fmt.Errorf("platform %s asked, but %s is a single %s/%s image", platform, img.Description, cf.OS, cf.Architecture)
+		}
+		return img, nil
+	}
+	return img, nil
 }
 
 // splitRef splits PATH[:REF] where PATH itself may contain colons and REF may

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/tagpush/tagpush/internal/fakedocker"
 	"github.com/tagpush/tagpush/internal/testimage"
 )
 
@@ -73,7 +75,7 @@ func TestOpenPicksTheRightManifest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {
-			got, err := Open(tt.spec)
+			got, err := Open(context.Background(), tt.spec, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,7 +93,7 @@ func TestOpenPicksTheRightManifest(t *testing.T) {
 		{"docker-archive:" + archive + ":acme/one:1", "amd64"},
 		{"../testdata/image.tar", "amd64"},
 	} {
-		got, err := Open(tt.spec)
+		got, err := Open(context.Background(), tt.spec, Options{})
 		if err != nil {
 			t.Fatalf("%s: %v", tt.spec, err)
 		}
@@ -118,14 +120,79 @@ func TestOpenErrorsNameTheProblem(t *testing.T) {
 		{"oci:" + dir + ":nope", `no manifest matches "nope"`},
 		{"oci:" + t.TempDir(), "not an OCI image layout"},
 		{"./no/such/thing", `source "./no/such/thing": no such file or directory`},
-		{"docker-daemon:app:1", "docker-daemon: form is not supported yet"},
+		{"no/such/thing.tar", `source "no/such/thing.tar": no such file or directory`},
+		{"docker-daemon:app:1", "cannot reach Docker engine at unix:///nonexistent/docker.sock: is the docker service enabled?"},
+		{"app:1", "cannot reach Docker engine at unix:///nonexistent/docker.sock"},
+
+		{"registry:Not A Ref", "source registry:Not A Ref: not an image reference"},
 		{"docker-archive:" + archive, "docker-archive:PATH:NAME:TAG"},
 		{"docker-archive:/nope.tar", "docker-archive:/nope.tar"},
 	}
 	for _, tt := range tests {
-		_, err := Open(tt.spec)
+		_, err := Open(context.Background(), tt.spec, Options{DockerHost: "unix:///nonexistent/docker.sock"})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Open(%q) = %v, want an error containing %q", tt.spec, err, tt.want)
 		}
+	}
+}
+
+func TestOpenFromDockerEngine(t *testing.T) {
+	img, _ := testimage.Small("linux", "amd64")
+	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/app:1.0": img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	wantLayers, _ := img.Layers()
+	for _, spec := range []string{"docker-daemon:acme/app:1.0", "acme/app:1.0"} {
+		got, err := Open(context.Background(), spec, Options{DockerHost: engine.Host})
+		if err != nil {
+			t.Fatalf("%s: %v", spec, err)
+		}
+		layers, err := got.Taggable.(v1.Image).Layers()
+		if err != nil || len(layers) != len(wantLayers) {
+			t.Fatalf("%s: %d layers (%v), want %d", spec, len(layers), err, len(wantLayers))
+		}
+		for i := range layers {
+			g, _ := layers[i].DiffID()
+			w, _ := wantLayers[i].DiffID()
+			if g != w {
+				t.Errorf("%s layer %d: %s, want %s", spec, i, g, w)
+			}
+		}
+	}
+	_, err = Open(context.Background(), "docker-daemon:acme/app:2.0", Options{DockerHost: engine.Host})
+	if err == nil || !strings.Contains(err.Error(), "no image acme/app:2.0 in the Docker engine at "+engine.Host) {
+		t.Errorf("missing image: %v", err)
+	}
+}
+
+func TestPlatformPicksOneImage(t *testing.T) {
+	dir, _, idx := twoImageLayout(t)
+	m, _ := idx.IndexManifest()
+	var arm string
+	for _, d := range m.Manifests {
+		if d.Platform.Architecture == "arm64" {
+			arm = d.Digest.String()
+		}
+	}
+	got, err := Open(context.Background(), "oci:"+dir+":multi", Options{Platform: "linux/arm64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := digestOf(t, got.Taggable.(v1.Image)); d != arm {
+		t.Errorf("picked %s, want the arm64 image %s", d, arm)
+	}
+	for _, tt := range []struct{ spec, platform, want string }{
+		{"oci:" + dir + ":multi", "linux/s390x", "platform linux/s390x is not in"},
+		{"oci:" + dir + ":amd", "linux/arm64", "is a single linux/amd64 image"},
+		{"oci:" + dir + ":multi", "linux", "platform \"linux\" is not OS/ARCH"},
+	} {
+		if _, err := Open(context.Background(), tt.spec, Options{Platform: tt.platform}); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s with %s: %v, want %q", tt.spec, tt.platform, err, tt.want)
+		}
+	}
+	if _, err := Open(context.Background(), "oci:"+dir+":amd", Options{Platform: "linux/amd64"}); err != nil {
+		t.Errorf("matching single image refused: %v", err)
 	}
 }

@@ -101,6 +101,8 @@ type Stats struct {
 	// Injected counts injected faults by kind ("500", "429", "reset",
 	// "upload-lost", "slow", "deny").
 	Injected map[string]int
+	// AuthUsers counts requests per user name in a Basic Authorization header.
+	AuthUsers map[string]int
 	// PeakWrites is the most writes that were in flight at once.
 	PeakWrites int
 	// Writes records, for every write in arrival order, how many were in
@@ -154,6 +156,7 @@ func (l *Layer) Reset(cfg Config) {
 		ByMethod:         make(map[string]int),
 		BlobsCommitted:   make(map[string]int),
 		Injected:         make(map[string]int),
+		AuthUsers:        make(map[string]int),
 		ManifestPutTimes: make(map[string][]time.Time),
 	}
 	l.bw = bandwidth{rate: cfg.UploadBytesPerSec}
@@ -167,6 +170,7 @@ func (l *Layer) Stats() Stats {
 	s.ByMethod = clone(s.ByMethod)
 	s.BlobsCommitted = clone(s.BlobsCommitted)
 	s.Injected = clone(s.Injected)
+	s.AuthUsers = clone(s.AuthUsers)
 	s.Writes = append([]WriteSample(nil), s.Writes...)
 	s.ManifestPutTimes = make(map[string][]time.Time, len(l.stats.ManifestPutTimes))
 	for k, v := range l.stats.ManifestPutTimes {
@@ -288,6 +292,9 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.mu.Lock()
 	l.stats.Requests++
 	l.stats.ByMethod[r.Method]++
+	if user, _, ok := r.BasicAuth(); ok {
+		l.stats.AuthUsers[user]++
+	}
 	if write {
 		l.inFlight++
 		l.stats.PeakWrites = max(l.stats.PeakWrites, l.inFlight)

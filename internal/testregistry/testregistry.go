@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/tagpush/tagpush/internal/faults"
 )
 
@@ -46,9 +48,9 @@ type Registry struct {
 
 // Options configures a registry.
 type Options struct {
-	// Htpasswd, when set, is the content of an htpasswd file (bcrypt) that the
-	// registry requires basic auth against.
-	Htpasswd string
+	// Users, when set, makes the registry require basic auth (Distribution's
+	// auth.htpasswd) as one of these users (name -> password).
+	Users map[string]string
 	// Faults configures the fault layer.
 	Faults faults.Config
 }
@@ -124,9 +126,17 @@ func (r *Registry) start(ctx context.Context, bin string, opts Options) error {
 		return err
 	}
 	auth := ""
-	if opts.Htpasswd != "" {
+	if len(opts.Users) > 0 {
+		var htpasswd strings.Builder
+		for user, pass := range opts.Users {
+			hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&htpasswd, "%s:%s\n", user, hash)
+		}
 		path := filepath.Join(r.dir, "htpasswd")
-		if err := os.WriteFile(path, []byte(opts.Htpasswd), 0o600); err != nil {
+		if err := os.WriteFile(path, []byte(htpasswd.String()), 0o600); err != nil {
 			return err
 		}
 		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: tagpush-test\n    path: %s\n", path)
@@ -160,7 +170,7 @@ http:
 		return fmt.Errorf("start registry: %w", err)
 	}
 	r.Direct = addr
-	if err := waitReady(ctx, "http://"+addr+"/v2/", opts.Htpasswd != ""); err != nil {
+	if err := waitReady(ctx, "http://"+addr+"/v2/", len(opts.Users) > 0); err != nil {
 		return fmt.Errorf("%w; registry log:\n%s", err, r.Log())
 	}
 	target, _ := url.Parse("http://" + addr)

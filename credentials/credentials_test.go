@@ -1,0 +1,106 @@
+package credentials
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+func resolve(t *testing.T, kc authn.Keychain, registry string) authn.AuthConfig {
+	t.Helper()
+	r, err := name.NewRegistry(registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := kc.Resolve(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := a.Authorization()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return *cfg
+}
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestKeychainSendsEachCredentialOnlyToItsRegistry(t *testing.T) {
+	kc, err := Keychain(Config{
+		RegistryAuth: "ghcr.io=octo:ghp_one\n# comment\n\nquay.io = robot : tok:with:colons\r\n",
+		Getenv:       env(map[string]string{"GITHUB_TOKEN": "gh_token", "GITHUB_ACTOR": "octocat"}),
+		DockerConfig: authn.NewMultiKeychain(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		registry, user, pass string
+	}{
+		{"ghcr.io", "octo", "ghp_one"}, // registry-auth wins over GITHUB_TOKEN
+		{"quay.io", "robot", "tok:with:colons"},
+		{"docker.io", "", ""},
+		{"127.0.0.1:5000", "", ""},
+	}
+	for _, tt := range tests {
+		got := resolve(t, kc, tt.registry)
+		if got.Username != tt.user || got.Password != tt.pass {
+			t.Errorf("%s got %q/%q, want %q/%q", tt.registry, got.Username, got.Password, tt.user, tt.pass)
+		}
+	}
+}
+
+func TestGitHubTokenForGHCR(t *testing.T) {
+	kc, err := Keychain(Config{Getenv: env(map[string]string{"GITHUB_TOKEN": "gh_token", "GITHUB_ACTOR": "octocat"}), DockerConfig: authn.NewMultiKeychain()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(t, kc, "ghcr.io"); got.Username != "octocat" || got.Password != "gh_token" {
+		t.Errorf("ghcr.io got %+v", got)
+	}
+	if got := resolve(t, kc, "quay.io"); got.Password != "" {
+		t.Errorf("GITHUB_TOKEN went to quay.io")
+	}
+}
+
+func TestUsernamePasswordGoToTheOneRegistry(t *testing.T) {
+	kc, err := Keychain(Config{Username: "me", Password: "s3cret", Registries: []string{"127.0.0.1:5000", "127.0.0.1:5000"}, DockerConfig: authn.NewMultiKeychain()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(t, kc, "127.0.0.1:5000"); got.Username != "me" || got.Password != "s3cret" {
+		t.Errorf("got %+v", got)
+	}
+	if got := resolve(t, kc, "ghcr.io"); got.Password != "" {
+		t.Errorf("password went to ghcr.io")
+	}
+}
+
+func TestKeychainErrorsHideSecrets(t *testing.T) {
+	tests := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{RegistryAuth: "ghcr.io:topsecret"}, "registry-auth line 1: expected REGISTRY=USER:TOKEN"},
+		{Config{RegistryAuth: "ghcr.io=topsecret"}, "registry-auth line 1"},
+		{Config{RegistryAuth: "ghcr.io=u:"}, "registry-auth line 1"},
+		{Config{Password: "topsecret"}, "username and password go together"},
+		{Config{Username: "u", Password: "topsecret", Registries: []string{"ghcr.io", "quay.io"}}, "the tags name 2 registries (ghcr.io, quay.io): use registry-auth"},
+	}
+	for _, tt := range tests {
+		_, err := Keychain(tt.cfg)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "topsecret") {
+			t.Errorf("Keychain(%+v) error = %v, want %q without the secret", tt.cfg.RegistryAuth, err, tt.want)
+		}
+	}
+}
+
+func TestSecrets(t *testing.T) {
+	got := Secrets(Config{Password: "p1", RegistryAuth: "a.io=u:t1\nb.io=u:t2:x\nbad", Getenv: env(map[string]string{"GITHUB_TOKEN": "g1"})})
+	want := "p1,t1,t2:x,g1"
+	if strings.Join(got, ",") != want {
+		t.Errorf("Secrets = %v, want %s", got, want)
+	}
+}
