@@ -289,3 +289,26 @@ func TestSleepGivesTheSlotBack(t *testing.T) {
 		t.Errorf("%d slots still held", lim.InFlight())
 	}
 }
+
+// BenchmarkRunOverheadPerJob measures what the queue itself costs per job:
+// jobs that do nothing, under an adaptive limit of 4.
+func BenchmarkRunOverheadPerJob(b *testing.B) {
+	alg, _ := NewAIMD(4, time.Second, 5*time.Second)
+	lim := NewLimiter("r", alg)
+	const n = 1000
+	jobs := make([]Job[int], n)
+	for i := range jobs {
+		jobs[i] = Job[int]{lim, func(ctx context.Context, s *Slot) (int, error) {
+			s.Observe(Success)
+			return i, nil
+		}}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		res := Run(context.Background(), jobs)
+		if len(res) != n || !res[n-1].Started {
+			b.Fatal("jobs did not run")
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/job")
+}

@@ -1,6 +1,8 @@
 package faults
 
 import (
+	"io"
+	"log"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -21,6 +23,8 @@ func (p *httputilProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				pr.Out.Host = pr.In.Host
 			},
 			Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true},
+			// A client that gives up mid-request is part of the tests, not news.
+			ErrorLog: log.New(io.Discard, "", 0),
 		}
 	})
 	p.rp.ServeHTTP(w, r)

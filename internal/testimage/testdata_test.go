@@ -88,3 +88,36 @@ func writeTestdata(t *testing.T, img v1.Image) {
 		t.Fatal(err)
 	}
 }
+
+func TestWriteRandomLayout(t *testing.T) {
+	dir := t.TempDir()
+	want, err := WriteRandomLayout(dir, 3, 100<<10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := lp.Image(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 3 {
+		t.Fatalf("%d layers, %v", len(layers), err)
+	}
+	for _, l := range layers {
+		// Digest checks the bytes on disk against the manifest.
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, n, err := v1.SHA256(rc)
+		rc.Close()
+		d, _ := l.Digest()
+		if err != nil || h != d || n != 100<<10 {
+			t.Errorf("layer %s on disk hashes to %s (%d bytes)", d, h, n)
+		}
+	}
+}

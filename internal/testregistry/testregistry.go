@@ -53,6 +53,9 @@ type Options struct {
 	Users map[string]string
 	// Faults configures the fault layer.
 	Faults faults.Config
+	// OnDisk stores blobs in a temporary directory instead of memory, for
+	// runs that push more than a few hundred MiB.
+	OnDisk bool
 }
 
 // Binary returns the path of the registry binary, installing it when needed.
@@ -141,18 +144,22 @@ func (r *Registry) start(ctx context.Context, bin string, opts Options) error {
 		}
 		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: tagpush-test\n    path: %s\n", path)
 	}
+	storage := "inmemory: {}"
+	if opts.OnDisk {
+		storage = fmt.Sprintf("filesystem:\n    rootdirectory: %s", filepath.Join(r.dir, "data"))
+	}
 	cfg := fmt.Sprintf(`version: 0.1
 log:
   level: warn
   accesslog:
     disabled: true
 storage:
-  inmemory: {}
+  %s
   delete:
     enabled: true
 http:
   addr: %s
-%s`, addr, auth)
+%s`, storage, addr, auth)
 	cfgPath := filepath.Join(r.dir, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tagpush/tagpush/job"
+)
+
+// contender pushes img to tags and returns how many it says it pushed and the
+// errors it met. Each runs in its own process, so its peak memory is its own.
+type contender func(ctx context.Context, w worker) (int, []string)
+
+var contenders = map[string]contender{
+	"naive-seq": naiveSeq,
+	"naive-par": naivePar,
+	"floor":     floor,
+	"tagpush":   tagpush,
+}
+
+// order is the order contenders run and are listed in.
+var order = []string{"naive-seq", "naive-par", "floor", "tagpush"}
+
+// naiveSeq is a loop over `docker push`: one full push per tag, each checking
+// which blobs exist and uploading the rest (go-containerregistry's remote.Write,
+// with its default retries, as crane uses it).
+func naiveSeq(ctx context.Context, w worker) (int, []string) {
+	img, err := w.image()
+	if err != nil {
+		return 0, []string{err.Error()}
+	}
+	pushed, errs := 0, []string{}
+	for _, t := range w.tags() {
+		if err := remote.Write(t, img, remote.WithContext(ctx)); err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		pushed++
+	}
+	return pushed, errs
+}
+
+// naivePar is the same with 4 pushes at once: the ThreadPool(4) that breaks on ghcr.io.
+func naivePar(ctx context.Context, w worker) (int, []string) {
+	img, err := w.image()
+	if err != nil {
+		return 0, []string{err.Error()}
+	}
+	var mu sync.Mutex
+	pushed, errs := 0, []string{}
+	g := errgroup.Group{}
+	g.SetLimit(4)
+	for _, t := range w.tags() {
+		g.Go(func() error {
+			err := remote.Write(t, img, remote.WithContext(ctx))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err.Error())
+			} else {
+				pushed++
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return pushed, errs
+}
+
+// floor is the least any tool can do: each blob uploaded once in two requests
+// (POST, then PUT with the body), 4 at a time, then one manifest PUT per tag,
+// 4 at a time; no existence checks, no retries, no verification.
+func floor(ctx context.Context, w worker) (int, []string) {
+	img, err := w.image()
+	if err != nil {
+		return 0, []string{err.Error()}
+	}
+	tags := w.tags()
+	repo := tags[0].Context()
+	base := fmt.Sprintf("%s://%s/v2/%s", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr())
+	client := &http.Client{Transport: remote.DefaultTransport}
+
+	layers, err := img.Layers()
+	if err != nil {
+		return 0, []string{err.Error()}
+	}
+	cfg, err := partial.ConfigLayer(img)
+	if err != nil {
+		return 0, []string{err.Error()}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	for _, l := range append(layers, cfg) {
+		g.Go(func() error { return uploadBlob(gctx, client, base, l) })
+	}
+	if err := g.Wait(); err != nil {
+		return 0, []string{err.Error()}
+	}
+
+	raw, err := img.RawManifest()
+	if err != nil {
+		return 0, []string{err.Error()}
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return 0, []string{err.Error()}
+	}
+	var mu sync.Mutex
+	pushed, errs := 0, []string{}
+	g = &errgroup.Group{}
+	g.SetLimit(4)
+	for _, t := range tags {
+		g.Go(func() error {
+			err := put(ctx, client, base+"/manifests/"+t.TagStr(), string(mt), raw)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err.Error())
+			} else {
+				pushed++
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return pushed, errs
+}
+
+func uploadBlob(ctx context.Context, client *http.Client, base string, l v1.Layer) error {
+	d, err := l.Digest()
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/blobs/uploads/", nil)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("start upload of %s: %s", d, resp.Status)
+	}
+	loc, err := resp.Location()
+	if err != nil {
+		return err
+	}
+	q := loc.Query()
+	q.Set("digest", d.String())
+	loc.RawQuery = q.Encode()
+	rc, err := l.Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	size, err := l.Size()
+	if err != nil {
+		return err
+	}
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), rc)
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err = client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("upload %s: %s", d, resp.Status)
+	}
+	return nil
+}
+
+func put(ctx context.Context, client *http.Client, u, mediaType string, body []byte) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, u, bytes.NewReader(body))
+	req.Header.Set("Content-Type", mediaType)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("PUT %s: %s", u, resp.Status)
+	}
+	return nil
+}
+
+// tagpush is the real code path: the job the action runs, from its flags.
+func tagpush(ctx context.Context, w worker) (int, []string) {
+	var refs []string
+	for _, t := range w.tags() {
+		refs = append(refs, t.String())
+	}
+	var out bytes.Buffer
+	code := job.Run(ctx, job.Env{
+		Args:    []string{"--source", w.Source, "--tags", strings.Join(refs, "\n"), "--concurrency", "4"},
+		Getenv:  func(string) string { return "" },
+		Stdout:  &out,
+		Stderr:  io.Discard,
+		Version: "bench",
+	})
+	pushed := strings.Count(out.String(), "\npushed ")
+	if strings.HasPrefix(out.String(), "pushed ") {
+		pushed++
+	}
+	var errs []string
+	if code != 0 {
+		errs = append(errs, fmt.Sprintf("exit %d", code))
+	}
+	return pushed, errs
+}

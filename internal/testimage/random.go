@@ -1,0 +1,111 @@
+package testimage
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// WriteRandomLayout writes an OCI image layout at dir holding one image of
+// layers layers, each layerBytes of seeded random bytes (incompressible, like
+// the build output that dominates real images). Blobs are streamed to disk, so
+// an image of any size takes little memory to make. It returns the manifest digest.
+func WriteRandomLayout(dir string, layers int, layerBytes int64, seed uint64) (v1.Hash, error) {
+	blobs := filepath.Join(dir, "blobs", "sha256")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		return v1.Hash{}, err
+	}
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	cfg := v1.ConfigFile{OS: "linux", Architecture: "amd64", RootFS: v1.RootFS{Type: "layers"}}
+	var descs []v1.Descriptor
+	for i := range layers {
+		h, err := writeBlob(blobs, &randomReader{rng: rng, left: layerBytes})
+		if err != nil {
+			return v1.Hash{}, fmt.Errorf("layer %d: %w", i, err)
+		}
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, h)
+		descs = append(descs, v1.Descriptor{MediaType: types.OCIUncompressedLayer, Size: layerBytes, Digest: h})
+	}
+	cfgBytes, err := json.Marshal(cfg)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	cfgHash, err := writeBlob(blobs, bytes.NewReader(cfgBytes))
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	m := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		Config:        v1.Descriptor{MediaType: types.OCIConfigJSON, Size: int64(len(cfgBytes)), Digest: cfgHash},
+		Layers:        descs,
+	}
+	mBytes, err := json.Marshal(m)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	mHash, err := writeBlob(blobs, bytes.NewReader(mBytes))
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{
+		{MediaType: types.OCIManifestSchema1, Size: int64(len(mBytes)), Digest: mHash},
+	}}
+	idxBytes, err := json.Marshal(idx)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), idxBytes, 0o644); err != nil {
+		return v1.Hash{}, err
+	}
+	return mHash, os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
+}
+
+func writeBlob(dir string, r io.Reader) (v1.Hash, error) {
+	tmp, err := os.CreateTemp(dir, "tmp-")
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	defer os.Remove(tmp.Name())
+	sum := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(tmp, sum), r); err != nil {
+		tmp.Close()
+		return v1.Hash{}, err
+	}
+	if err := tmp.Close(); err != nil {
+		return v1.Hash{}, err
+	}
+	h := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum.Sum(nil))}
+	return h, os.Rename(tmp.Name(), filepath.Join(dir, h.Hex))
+}
+
+type randomReader struct {
+	rng  *rand.Rand
+	left int64
+}
+
+func (r *randomReader) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	for i := 0; i < len(p); i += 8 {
+		v := r.rng.Uint64()
+		for j := 0; j < 8 && i+j < len(p); j++ {
+			p[i+j] = byte(v >> (8 * j))
+		}
+	}
+	r.left -= int64(len(p))
+	return len(p), nil
+}
