@@ -227,6 +227,20 @@ func TestBitbucketPipeEndToEnd(t *testing.T) {
 	}
 }
 
+func TestTerminalEndToEnd(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	stdout, stderr, code := runBinary(t, nil, "--source", "oci:testdata/oci", "--tags", reg.Host+"/acme/app:1,"+reg.Host+"/acme/app:2", "--fail-on-error", "true")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if !strings.HasPrefix(stdout, "STATUS") || strings.Count(stdout, "\npushed ") != 2 || strings.Contains(stdout, "::") {
+		t.Errorf("stdout is not a plain table of 2 pushed tags:\n%s", stdout)
+	}
+	if !strings.Contains(stderr, "2 of 2 tags pushed") {
+		t.Errorf("stderr:\n%s", stderr)
+	}
+}
+
 func TestBadInputFromTheCLI(t *testing.T) {
 	_, stderr, code := runBinary(t, nil, "--source", "oci:testdata/oci", "--tags", "localhost:5000/app:1", "--concurrency", "-3")
 	if code != 2 || !strings.Contains(stderr, `concurrency: "-3"`) {

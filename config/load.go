@@ -106,7 +106,7 @@ func Load(args []string, getenv func(string) string, fe FrontEnd, help io.Writer
 		fmt.Fprintf(help, "Usage: tagpush --source SOURCE --tags TAGS [flags]\n       tagpush demo [--faults MODE]\n       tagpush --version\n\nFlags (each also reads the GitHub input or Bitbucket variable of the same name):\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(joinBoolValues(args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, ErrHelp
 		}
@@ -220,3 +220,31 @@ func (f *flagValue) String() string {
 func (f *flagValue) Set(v string) error { *f.s = v; return nil }
 
 func (f *flagValue) IsBoolFlag() bool { return f.isBool }
+
+// joinBoolValues lets a bool flag take its value as the next word
+// (--dry-run false), as every other flag does; Go's flag package would read
+// "false" as the first non-flag argument.
+func joinBoolValues(args []string) []string {
+	isBool := make(map[string]bool)
+	for _, o := range Options() {
+		isBool[o.Name] = o.Kind == Bool
+	}
+	isBool["debug"] = true
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		name := strings.TrimLeft(a, "-")
+		if strings.HasPrefix(a, "-") && !strings.Contains(name, "=") && isBool[name] && i+1 < len(args) {
+			if _, err := strconv.ParseBool(args[i+1]); err == nil {
+				out = append(out, a+"="+args[i+1])
+				i++
+				continue
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}

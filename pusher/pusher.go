@@ -246,10 +246,10 @@ type repoState struct {
 
 	mu sync.Mutex
 	gp *remote.Pusher // remembers which blobs this run has put in repo
-	// next rotates where each attempt starts in the blob list, so that tags
-	// starting together upload different blobs in parallel instead of queueing
-	// behind the same one.
-	next atomic.Uint32
+	// started marks the blobs some attempt has begun to upload with gp, so
+	// that attempts starting together take different blobs first and keep the
+	// uplink busy, instead of queueing behind the same one.
+	started map[v1.Hash]bool
 }
 
 // pusher returns the repository's go-containerregistry Pusher.
@@ -261,9 +261,26 @@ func (rs *repoState) pusher() (*remote.Pusher, error) {
 		if err != nil {
 			return nil, err
 		}
-		rs.gp = gp
+		rs.gp, rs.started = gp, make(map[v1.Hash]bool)
 	}
 	return rs.gp, nil
+}
+
+// claim returns the next blob no attempt has started on with gp, marking it
+// started, or false when every blob has been started.
+func (rs *repoState) claim(gp *remote.Pusher) (blob, bool) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.gp != gp {
+		return blob{}, false
+	}
+	for _, b := range rs.run.content.blobs {
+		if !rs.started[b.digest] {
+			rs.started[b.digest] = true
+			return b, true
+		}
+	}
+	return blob{}, false
 }
 
 // forget drops what gp believed the repository holds, after the registry lost
@@ -284,13 +301,23 @@ func (rs *repoState) attempt(ctx context.Context, tag name.Tag) (*remote.Pusher,
 	if err != nil {
 		return nil, err
 	}
-	if n := len(c.blobs); n > 0 {
-		start := int(rs.next.Add(1)) % n
-		for i := range n {
-			b := c.blobs[(start+i)%n]
-			if err := gp.Upload(ctx, rs.repo, b.layer); err != nil {
-				return gp, fmt.Errorf("upload blob %s: %w", b.digest, err)
-			}
+	upload := func(b blob) error {
+		if err := gp.Upload(ctx, rs.repo, b.layer); err != nil {
+			return fmt.Errorf("upload blob %s: %w", b.digest, err)
+		}
+		return nil
+	}
+	// First the blobs nobody has started, then all of them: those another
+	// attempt is uploading are waited for (the Pusher runs each upload once),
+	// those already uploaded cost nothing.
+	for b, ok := rs.claim(gp); ok; b, ok = rs.claim(gp) {
+		if err := upload(b); err != nil {
+			return gp, err
+		}
+	}
+	for _, b := range c.blobs {
+		if err := upload(b); err != nil {
+			return gp, err
 		}
 	}
 	for _, child := range c.children {

@@ -1,0 +1,169 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// sample gives, for every option, a valid value other than its default and the
+// Config field it must land in. A new option without a row here fails
+// TestEveryOptionIsReadByEveryFrontEnd.
+var sample = map[string]struct {
+	value string
+	got   func(*Config) string
+}{
+	"source":          {"oci:./img", func(c *Config) string { return c.Source }},
+	"tags":            {"a.io/x:1\na.io/x:2", func(c *Config) string { return c.Tags }},
+	"repository":      {"a.io/x", func(c *Config) string { return c.Repository }},
+	"platform":        {"linux/arm64", func(c *Config) string { return c.Platform }},
+	"username":        {"robot", func(c *Config) string { return c.Username }},
+	"password":        {"hunter2", func(c *Config) string { return c.Password }},
+	"registry-auth":   {"a.io=u:t", func(c *Config) string { return c.RegistryAuth }},
+	"concurrency":     {"7", func(c *Config) string { return fmt.Sprint(c.Concurrency) }},
+	"adaptive":        {"false", func(c *Config) string { return fmt.Sprint(c.Adaptive) }},
+	"max-attempts":    {"9", func(c *Config) string { return fmt.Sprint(c.MaxAttempts) }},
+	"retry-delay":     {"3s", func(c *Config) string { return c.RetryDelay.String() }},
+	"max-retry-delay": {"1m0s", func(c *Config) string { return c.MaxRetryDelay.String() }},
+	"timeout":         {"2m0s", func(c *Config) string { return c.Timeout.String() }},
+	"fail-on-error":   {"false", func(c *Config) string { return fmt.Sprint(c.FailOnError) }},
+	"dry-run":         {"true", func(c *Config) string { return fmt.Sprint(c.DryRun) }},
+}
+
+func load(t *testing.T, args []string, env map[string]string) *Config {
+	t.Helper()
+	getenv := func(k string) string { return env[k] }
+	c, err := Load(args, getenv, Detect(getenv), &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("Load(%v, %v): %v", args, env, err)
+	}
+	return c
+}
+
+func TestEveryOptionIsReadByEveryFrontEnd(t *testing.T) {
+	if len(sample) != len(Options()) {
+		t.Fatalf("sample has %d rows, the table %d options", len(sample), len(Options()))
+	}
+	base := map[string]string{"source": "oci:./base", "tags": "a.io/x:base"}
+	for _, o := range Options() {
+		s, ok := sample[o.Name]
+		if !ok {
+			t.Errorf("no sample for option %s", o.Name)
+			continue
+		}
+		if s.value == o.Default {
+			t.Errorf("sample for %s equals its default", o.Name)
+		}
+		t.Run(o.Name, func(t *testing.T) {
+			gh := map[string]string{"GITHUB_ACTIONS": "true"}
+			bb := map[string]string{"BITBUCKET_BUILD_NUMBER": "1"}
+			var args []string
+			for k, v := range base {
+				gh["INPUT_"+strings.ToUpper(k)] = v
+				bb[strings.ToUpper(k)] = v
+				args = append(args, "--"+k, v)
+			}
+			gh["INPUT_"+strings.ToUpper(o.Name)] = s.value
+			bb[o.Variable()] = s.value
+			args = append(args, "--"+o.Name, s.value)
+			for fe, c := range map[string]*Config{
+				"github":    load(t, nil, gh),
+				"bitbucket": load(t, nil, bb),
+				"cli":       load(t, args, nil),
+			} {
+				if got := s.got(c); got != s.value {
+					t.Errorf("%s: %s = %q, want %q", fe, o.Name, got, s.value)
+				}
+			}
+		})
+	}
+}
+
+func TestDefaultsMatchTheTable(t *testing.T) {
+	c := load(t, []string{"--source", "x", "--tags", "y"}, nil)
+	for _, o := range Options() {
+		if o.Default == "" {
+			continue
+		}
+		if got := sample[o.Name].got(c); got != o.Default && !(o.Kind == Duration && mustDuration(t, o.Default).String() == got) {
+			t.Errorf("%s default = %q, table says %q", o.Name, got, o.Default)
+		}
+	}
+}
+
+func mustDuration(t *testing.T, s string) time.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestFlagsWinOverInputs(t *testing.T) {
+	c := load(t, []string{"--concurrency", "2"}, map[string]string{"GITHUB_ACTIONS": "true", "INPUT_SOURCE": "s", "INPUT_TAGS": "t", "INPUT_CONCURRENCY": "8"})
+	if c.Concurrency != 2 {
+		t.Errorf("concurrency = %d, want the flag's 2", c.Concurrency)
+	}
+}
+
+func TestBitbucketListVariable(t *testing.T) {
+	c := load(t, nil, map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "SOURCE": "s", "TAGS_COUNT": "2", "TAGS_0": "a.io/x:1", "TAGS_1": "a.io/x:2", "TAGS": "ignored when the list form is given"})
+	if c.Tags != "a.io/x:1\na.io/x:2" {
+		t.Errorf("tags = %q", c.Tags)
+	}
+	c = load(t, nil, map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "SOURCE": "s", "TAGS": "a.io/x:1\na.io/x:2"})
+	if c.Tags != "a.io/x:1\na.io/x:2" {
+		t.Errorf("multiline tags = %q", c.Tags)
+	}
+}
+
+func TestDetect(t *testing.T) {
+	for want, env := range map[FrontEnd]map[string]string{
+		GitHub:    {"GITHUB_ACTIONS": "true"},
+		Bitbucket: {"BITBUCKET_BUILD_NUMBER": "12"},
+		Terminal:  {"CI": "true"},
+	} {
+		if got := Detect(func(k string) string { return env[k] }); got != want {
+			t.Errorf("Detect(%v) = %s, want %s", env, got, want)
+		}
+	}
+}
+
+func TestBadValuesAreUsageErrorsNamingTheValue(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tags", "t"}, "source is required"},
+		{[]string{"--source", "s"}, "tags is required"},
+		{[]string{"--source", "s", "--tags", "t", "--concurrency", "0"}, `concurrency: "0" is not a whole number >= 1`},
+		{[]string{"--source", "s", "--tags", "t", "--max-attempts", "x"}, `max-attempts: "x"`},
+		{[]string{"--source", "s", "--tags", "t", "--timeout", "-1s"}, `timeout: "-1s" is not a positive duration`},
+		{[]string{"--source", "s", "--tags", "t", "--retry-delay", "1m", "--max-retry-delay", "1s"}, "max-retry-delay (1s) is less than retry-delay (1m0s)"},
+		{[]string{"--source", "s", "--tags", "t", "--adaptive=maybe"}, `adaptive: "maybe" is not true or false`},
+		{[]string{"--source", "s", "--tags", "t", "extra"}, `unexpected argument "extra"`},
+		{[]string{"--nope"}, "flag provided but not defined: -nope"},
+	}
+	for _, tt := range tests {
+		_, err := Load(tt.args, func(string) string { return "" }, Terminal, &bytes.Buffer{})
+		var ue *UsageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Load(%v) = %v, want a usage error containing %q", tt.args, err, tt.want)
+		}
+	}
+}
+
+func TestHelpListsEveryOption(t *testing.T) {
+	var help bytes.Buffer
+	if _, err := Load([]string{"--help"}, func(string) string { return "" }, Terminal, &help); !errors.Is(err, ErrHelp) {
+		t.Fatalf("err = %v", err)
+	}
+	for _, o := range Options() {
+		if !strings.Contains(help.String(), "-"+o.Name) {
+			t.Errorf("--help does not list --%s", o.Name)
+		}
+	}
+}
