@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -39,15 +40,7 @@ func naiveSeq(ctx context.Context, w worker) (int, []string) {
 	if err != nil {
 		return 0, []string{err.Error()}
 	}
-	pushed, errs := 0, []string{}
-	for _, t := range w.tags() {
-		if err := remote.Write(t, img, remote.WithContext(ctx)); err != nil {
-			errs = append(errs, err.Error())
-			continue
-		}
-		pushed++
-	}
-	return pushed, errs
+	return eachTag(w.tags(), 1, func(t name.Tag) error { return remote.Write(t, img, remote.WithContext(ctx)) })
 }
 
 // naivePar is the same with 4 pushes at once: the ThreadPool(4) that breaks on ghcr.io.
@@ -56,13 +49,18 @@ func naivePar(ctx context.Context, w worker) (int, []string) {
 	if err != nil {
 		return 0, []string{err.Error()}
 	}
+	return eachTag(w.tags(), 4, func(t name.Tag) error { return remote.Write(t, img, remote.WithContext(ctx)) })
+}
+
+// eachTag runs push for every tag, limit at a time, and counts what it says.
+func eachTag(tags []name.Tag, limit int, push func(name.Tag) error) (int, []string) {
 	var mu sync.Mutex
 	pushed, errs := 0, []string{}
 	g := errgroup.Group{}
-	g.SetLimit(4)
-	for _, t := range w.tags() {
+	g.SetLimit(limit)
+	for _, t := range tags {
 		g.Go(func() error {
-			err := remote.Write(t, img, remote.WithContext(ctx))
+			err := push(t)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -115,25 +113,9 @@ func floor(ctx context.Context, w worker) (int, []string) {
 	if err != nil {
 		return 0, []string{err.Error()}
 	}
-	var mu sync.Mutex
-	pushed, errs := 0, []string{}
-	g = &errgroup.Group{}
-	g.SetLimit(4)
-	for _, t := range tags {
-		g.Go(func() error {
-			err := put(ctx, client, base+"/manifests/"+t.TagStr(), string(mt), raw)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err.Error())
-			} else {
-				pushed++
-			}
-			return nil
-		})
-	}
-	_ = g.Wait()
-	return pushed, errs
+	return eachTag(tags, 4, func(t name.Tag) error {
+		return put(ctx, client, base+"/manifests/"+t.TagStr(), string(mt), raw)
+	})
 }
 
 func uploadBlob(ctx context.Context, client *http.Client, base string, l v1.Layer) error {

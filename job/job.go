@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"maps"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/logs"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/sethvargo/go-githubactions"
 
@@ -62,6 +64,12 @@ func Run(ctx context.Context, env Env) int {
 		return ExitBadInput
 	}
 	log = newLogger(fe, env, cfg.Debug)
+	if cfg.Debug {
+		// go-containerregistry reports each blob it finds, mounts or pushes
+		// through its package-level loggers.
+		logs.Progress = stdlog.New(debugWriter{log}, "", 0)
+		logs.Warn = stdlog.New(debugWriter{log}, "warning: ", 0)
+	}
 	creds := credentials.Config{
 		Username:     cfg.Username,
 		Password:     cfg.Password,
@@ -101,6 +109,9 @@ func Run(ctx context.Context, env Env) int {
 		return ExitBadInput
 	}
 	logPlan(log, img, tags, cfg)
+	for _, it := range items {
+		log.Debugf("tag from line %d: %s", it.Line, it.Tag)
+	}
 	if cfg.DryRun {
 		for _, t := range tags {
 			log.Infof("  would push %s", t)
@@ -176,13 +187,7 @@ func plural(n int, one, many string) string {
 
 func events(log logger) pusher.Events {
 	return pusher.Events{
-		TagDone: func(r pusher.Result) {
-			if r.Status == pusher.StatusPushed {
-				log.Infof("%s", report.LogLine(r))
-				return
-			}
-			log.Infof("%s", report.LogLine(r))
-		},
+		TagDone: func(r pusher.Result) { log.Infof("%s", report.LogLine(r)) },
 		Retry: func(r pusher.Retry) {
 			log.Infof("retrying %s: attempt %d failed (%s): %v; next attempt in %s", r.Tag, r.Attempt, r.Fault, r.Err, report.Duration(r.Wait))
 		},
@@ -210,4 +215,12 @@ func bytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// debugWriter turns go-containerregistry's log lines into debug lines.
+type debugWriter struct{ log logger }
+
+func (d debugWriter) Write(p []byte) (int, error) {
+	d.log.Debugf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
