@@ -28,15 +28,6 @@ type child struct {
 	t      remote.Taggable
 }
 
-// BlobBytes is the sum of the sizes of the distinct blobs one repository gets.
-func (c *content) blobBytes() int64 {
-	var n int64
-	for _, b := range c.blobs {
-		n += b.size
-	}
-	return n
-}
-
 func contentOf(t remote.Taggable) (*content, error) {
 	d, ok := t.(interface{ Digest() (v1.Hash, error) })
 	if !ok {

@@ -11,7 +11,6 @@ package pusher
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -507,4 +506,3 @@ func (r *run) progress() Progress {
 	return p
 }
 
-var errNoLayers = errors.New("image has no layers")

@@ -77,9 +77,6 @@ type Slot struct {
 // Observe reports the outcome of one unit of the job's work to the limiter.
 func (s *Slot) Observe(o Outcome) { s.lim.Observe(o) }
 
-// Limiter returns the limiter the slot belongs to.
-func (s *Slot) Limiter() *Limiter { return s.lim }
-
 // Sleep gives the slot back for d, so that a job waiting to retry does not keep
 // others from running, then takes a slot again. It returns early with ctx's
 // cause when ctx ends; the slot is then no longer held.
