@@ -505,4 +505,3 @@ func (r *run) progress() Progress {
 	}
 	return p
 }
-
