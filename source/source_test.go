@@ -51,15 +51,24 @@ func twoImageLayout(t *testing.T) (dir string, img v1.Image, idx v1.ImageIndex) 
 	return dir, img, idx
 }
 
-func TestOpenPicksTheRightManifest(t *testing.T) {
-	dir, img, idx := twoImageLayout(t)
+// twoImageArchive writes a docker-archive holding acme/one:1 (linux/amd64)
+// and acme/two:2 (linux/arm64).
+func twoImageArchive(t *testing.T) string {
+	t.Helper()
 	archive := filepath.Join(t.TempDir(), "two.tar")
 	one, _ := name.NewTag("acme/one:1")
 	two, _ := name.NewTag("acme/two:2")
-	other, _ := testimage.Small("linux", "arm64")
-	if err := tarball.MultiRefWriteToFile(archive, map[name.Reference]v1.Image{one: img, two: other}); err != nil {
+	amd, _ := testimage.Small("linux", "amd64")
+	arm, _ := testimage.Small("linux", "arm64")
+	if err := tarball.MultiRefWriteToFile(archive, map[name.Reference]v1.Image{one: amd, two: arm}); err != nil {
 		t.Fatal(err)
 	}
+	return archive
+}
+
+func TestOpenPicksTheRightManifest(t *testing.T) {
+	dir, img, idx := twoImageLayout(t)
+	archive := twoImageArchive(t)
 	small, _ := testimage.Small("linux", "amd64")
 	tests := []struct {
 		spec      string
@@ -88,7 +97,7 @@ func TestOpenPicksTheRightManifest(t *testing.T) {
 			}
 		})
 	}
-	for _, tt := range []struct{ spec, wantDiffOf string }{
+	for _, tt := range []struct{ spec, wantArch string }{
 		{"docker-archive:" + archive + ":acme/two:2", "arm64"},
 		{"docker-archive:" + archive + ":acme/one:1", "amd64"},
 		{"../testdata/image.tar", "amd64"},
@@ -98,22 +107,15 @@ func TestOpenPicksTheRightManifest(t *testing.T) {
 			t.Fatalf("%s: %v", tt.spec, err)
 		}
 		cf, err := got.Taggable.(v1.Image).ConfigFile()
-		if err != nil || cf.Architecture != tt.wantDiffOf {
-			t.Errorf("%s: architecture %v (%v), want %s", tt.spec, cf, err, tt.wantDiffOf)
+		if err != nil || cf.Architecture != tt.wantArch {
+			t.Errorf("%s: architecture %v (%v), want %s", tt.spec, cf, err, tt.wantArch)
 		}
 	}
 }
 
 func TestOpenErrorsNameTheProblem(t *testing.T) {
 	dir, _, _ := twoImageLayout(t)
-	archive := filepath.Join(t.TempDir(), "two.tar")
-	a, _ := name.NewTag("acme/a:1")
-	b, _ := name.NewTag("acme/b:1")
-	img, _ := testimage.Small("linux", "amd64")
-	other, _ := testimage.Small("linux", "arm64")
-	if err := tarball.MultiRefWriteToFile(archive, map[name.Reference]v1.Image{a: img, b: other}); err != nil {
-		t.Fatal(err)
-	}
+	archive := twoImageArchive(t)
 	tests := []struct{ spec, want string }{
 		{"", "source is empty"},
 		{"oci:" + dir, "holds 2 manifests: pick one"},
