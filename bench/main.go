@@ -63,7 +63,7 @@ func run() error {
 	flag.IntVar(&s.layers, "layers", 5, "layers in the generated image")
 	flag.IntVar(&s.layerMiB, "layer-mib", 8, "MiB of random bytes per layer")
 	flag.IntVar(&s.runs, "runs", 3, "runs of each contender per scenario (the median is reported)")
-	flag.StringVar(&scenarios, "faults", "none,ghcr", "fault modes to run, comma-separated (none, ghcr, 429, 429-ghcr, reset, slow, flaky)")
+	flag.StringVar(&scenarios, "faults", "none,ghcr", "fault modes to run, comma-separated ("+strings.Join(faults.Modes, ", ")+")")
 	flag.StringVar(&who, "contenders", strings.Join(order, ","), "contenders to run")
 	flag.DurationVar(&s.latency, "latency", 20*time.Millisecond, "latency the fault layer adds to every request")
 	flag.Float64Var(&s.mbit, "bandwidth", 200, "upload bandwidth cap in Mbit/s (0: none)")

@@ -28,7 +28,7 @@ import (
 func Run(ctx context.Context, args []string, image fs.FS, stdout, stderr io.Writer, version string) int {
 	fset := flag.NewFlagSet("tagpush demo", flag.ContinueOnError)
 	fset.SetOutput(stderr)
-	mode := fset.String("faults", "none", "fault mode of the demo registry: none, ghcr, 429, 429-ghcr, reset, slow, flaky")
+	mode := fset.String("faults", "none", "fault mode of the demo registry: "+strings.Join(faults.Modes, ", "))
 	ntags := fset.Int("tags", 8, "how many tags to push")
 	latency := fset.Duration("latency", 5*time.Millisecond, "latency the demo registry adds to every request")
 	seed := fset.Uint64("seed", 1, "seed of the fault layer")

@@ -2,6 +2,8 @@ package pusher
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -21,8 +23,11 @@ import (
 type Fault string
 
 const (
-	Fault5xx         Fault = "5xx"
-	Fault429         Fault = "429"
+	Fault5xx Fault = "5xx"
+	Fault429 Fault = "429"
+	// FaultRateLimited is a 403 that is a rate limit, not a refusal: ghcr.io's
+	// "You have exceeded a secondary rate limit".
+	FaultRateLimited Fault = "403-rate-limit"
 	FaultReset       Fault = "reset"
 	FaultTimeout     Fault = "timeout"
 	FaultUploadLost  Fault = "upload-lost"
@@ -30,6 +35,9 @@ const (
 	FaultDenied      Fault = "denied"
 	FaultNotFound    Fault = "not-found"
 	FaultInvalid     Fault = "invalid"
+	FaultConnect     Fault = "connect"
+	FaultTLS         Fault = "tls"
+	FaultRedirect    Fault = "redirect"
 	FaultOther       Fault = "other"
 	faultCancelled   Fault = "cancelled"
 	faultNotVerified Fault = "not-verified"
@@ -44,6 +52,9 @@ type verdict struct {
 	status int
 	// wait is how long the registry asked us to wait, 0 when it did not say.
 	wait time.Duration
+	// refused is set for a refused connection: transient only while the
+	// registry has been refusing for less than the connect grace.
+	refused bool
 	// relearnBlobs is set when the registry lost blobs we believed it had, so
 	// the next attempt must check every blob again instead of trusting what
 	// this run already uploaded.
@@ -75,7 +86,26 @@ func classify(own context.Context, err error) verdict {
 		return classifyStatus(terr)
 	}
 
+	// Failures to reach the registry at all say nothing about its load: they
+	// never lower the limit. A refused connection may be a registry that is
+	// restarting (pushTag bounds how long that is believed); a name that does
+	// not resolve, or a certificate that is not trusted, does not mend itself.
+	var (
+		redirect *RedirectLoopError
+		dnsErr   *net.DNSError
+		stall    *StallError
+	)
 	switch {
+	case errors.As(err, &redirect):
+		return verdict{fault: FaultRedirect, outcome: queue.Ignore}
+	case errors.As(err, &stall):
+		return verdict{fault: FaultTimeout, transient: true, outcome: queue.Overload}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return verdict{fault: FaultConnect, transient: true, refused: true, outcome: queue.Ignore}
+	case errors.As(err, &dnsErr):
+		return verdict{fault: FaultConnect, transient: dnsErr.IsTemporary || dnsErr.IsTimeout, outcome: queue.Ignore}
+	case isCertificateError(err):
+		return verdict{fault: FaultTLS, outcome: queue.Ignore}
 	case errors.Is(err, context.Canceled):
 		return verdict{fault: FaultOther, transient: true, outcome: queue.Ignore}
 	case errors.Is(err, context.DeadlineExceeded):
@@ -83,12 +113,6 @@ func classify(own context.Context, err error) verdict {
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
 		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 		return verdict{fault: FaultReset, transient: true, outcome: queue.Overload}
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return verdict{fault: FaultReset, transient: true, outcome: queue.Overload}
-	}
-	var dnsErr *net.DNSError
-	if errors.As(err, &dnsErr) {
-		return verdict{fault: FaultOther, transient: dnsErr.IsTemporary || dnsErr.IsTimeout, outcome: queue.Ignore}
 	}
 	var nerr net.Error
 	if errors.As(err, &nerr) {
@@ -98,6 +122,19 @@ func classify(own context.Context, err error) verdict {
 		return verdict{fault: FaultReset, transient: true, outcome: queue.Overload}
 	}
 	return verdict{fault: FaultOther, outcome: queue.Ignore}
+}
+
+// isCertificateError is a TLS certificate the client does not trust. A
+// registry that does not speak TLS at all (go-containerregistry tries https
+// first on localhost) is not one.
+func isCertificateError(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
 func classifyStatus(terr *transport.Error) verdict {
@@ -120,6 +157,8 @@ func classifyStatus(terr *transport.Error) verdict {
 		v.outcome = queue.Overload
 	case terr.StatusCode == http.StatusTooManyRequests || codes[transport.TooManyRequestsErrorCode]:
 		v.fault, v.transient, v.outcome = Fault429, true, queue.Overload
+	case terr.StatusCode == http.StatusForbidden && secondaryRateLimit(terr):
+		v.fault, v.transient, v.outcome = FaultRateLimited, true, queue.Overload
 	case terr.StatusCode == http.StatusRequestTimeout || terr.StatusCode == http.StatusGatewayTimeout:
 		v.fault, v.transient, v.outcome = FaultTimeout, true, queue.Overload
 	case terr.StatusCode >= 500:
@@ -138,6 +177,20 @@ func classifyStatus(terr *transport.Error) verdict {
 	return v
 }
 
+// secondaryRateLimit is ghcr.io's 403 DENIED "You have exceeded a secondary
+// rate limit": a rate limit sent as a refusal. Neither the status nor the code
+// tells it from a real permission problem, so the message is the one signal
+// (the only place tagpush reads a registry's words); the same token pushes
+// other tags of the repository meanwhile.
+func secondaryRateLimit(terr *transport.Error) bool {
+	for _, d := range terr.Errors {
+		if strings.Contains(strings.ToLower(d.Message), "rate limit") {
+			return true
+		}
+	}
+	return strings.Contains(strings.ToLower(terr.Error()), "rate limit")
+}
+
 // explain turns the last error of a failed tag into a message that says what
 // to fix. reg and repo name the destination.
 func explain(v verdict, err error, attempts int, reg, repo string) error {
@@ -150,6 +203,17 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 		return fmt.Errorf("%s was not found on %s (or the credentials cannot see it): check the repository name: %w", repo, reg, err)
 	case FaultInvalid:
 		return fmt.Errorf("%s rejected the request as invalid (not retried): %w", reg, err)
+	case FaultRateLimited, Fault429:
+		return fmt.Errorf("%s rate-limited the push (%s) through %d attempt(s): lower concurrency or push again later: %w", reg, rateLimitKind(v), attempts, err)
+	case FaultConnect:
+		if v.refused {
+			return fmt.Errorf("could not connect to %s (connection refused): is the address right, and is the registry running? %w", reg, err)
+		}
+		return fmt.Errorf("could not reach %s: is the registry name right? %w", reg, err)
+	case FaultTLS:
+		return fmt.Errorf("the TLS certificate of %s is not trusted: add its CA to the system's (SSL_CERT_FILE): %w", reg, err)
+	case FaultRedirect:
+		return fmt.Errorf("%s redirected the request in a loop (more than %d redirects): check the registry address and any proxy in front of it: %w", reg, maxRedirects, err)
 	case faultCancelled:
 		return fmt.Errorf("cancelled: %w", err)
 	case FaultTimeout:
@@ -165,6 +229,13 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 		return fmt.Errorf("%s kept failing: gave up after %d attempt(s) (%s): %w", reg, attempts, last, err)
 	}
 	return err
+}
+
+func rateLimitKind(v verdict) string {
+	if v.fault == FaultRateLimited {
+		return "403 secondary rate limit"
+	}
+	return "429 Too Many Requests"
 }
 
 // retryAfter reads a Retry-After header: delay seconds or an HTTP date.

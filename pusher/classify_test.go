@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"syscall"
 	"testing"
@@ -45,7 +47,12 @@ func TestClassify(t *testing.T) {
 		{"BLOB_UPLOAD_UNKNOWN", statusErr(404, transport.Diagnostic{Code: transport.BlobUploadUnknownErrorCode}), FaultUploadLost, true, queue.Overload, true},
 		{"MANIFEST_BLOB_UNKNOWN", statusErr(400, transport.Diagnostic{Code: transport.ManifestBlobUnknownErrorCode}), FaultUploadLost, true, queue.Overload, true},
 		{"reset", &url.Error{Op: "Patch", URL: "http://r/v2", Err: syscall.ECONNRESET}, FaultReset, true, queue.Overload, false},
-		{"refused", &url.Error{Op: "Get", URL: "http://r/v2", Err: syscall.ECONNREFUSED}, FaultReset, true, queue.Overload, false},
+		{"refused is not overload", &url.Error{Op: "Get", URL: "http://r/v2", Err: syscall.ECONNREFUSED}, FaultConnect, true, queue.Ignore, false},
+		{"unknown host", &url.Error{Op: "Get", URL: "http://r/v2", Err: &net.DNSError{Err: "no such host", Name: "r", IsNotFound: true}}, FaultConnect, false, queue.Ignore, false},
+		{"untrusted certificate", untrustedCertificateError(t), FaultTLS, false, queue.Ignore, false},
+		{"redirect loop", &url.Error{Op: "Put", URL: "http://r/v2", Err: &RedirectLoopError{URL: "http://r/v2", Redirects: 11}}, FaultRedirect, false, queue.Ignore, false},
+		{"stalled answer", fmt.Errorf("read: %w", &StallError{Host: "r", Idle: time.Second}), FaultTimeout, true, queue.Overload, false},
+		{"ghcr secondary rate limit", statusErr(403, transport.Diagnostic{Code: transport.DeniedErrorCode, Message: "permission_denied: Error from intermediary with HTTP status code 403 \"You have exceeded a secondary rate limit\""}), FaultRateLimited, true, queue.Overload, false},
 		{"unexpected EOF", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), FaultReset, true, queue.Overload, false},
 		{"someone else's cancel", fmt.Errorf("upload: %w", context.Canceled), FaultOther, true, queue.Ignore, false},
 		{"unknown error", errors.New("layer file vanished"), FaultOther, false, queue.Ignore, false},
@@ -58,6 +65,20 @@ func TestClassify(t *testing.T) {
 			}
 		})
 	}
+}
+
+// untrustedCertificateError is what a client that does not trust a server's
+// certificate really gets.
+func untrustedCertificateError(t *testing.T) error {
+	t.Helper()
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	resp, err := (&http.Client{Transport: &http.Transport{}}).Get(srv.URL + "/v2/")
+	if err == nil {
+		resp.Body.Close()
+		t.Fatal("a self-signed certificate was trusted")
+	}
+	return err
 }
 
 func TestClassifyOwnContextEnded(t *testing.T) {
@@ -114,6 +135,8 @@ func TestExplain(t *testing.T) {
 		{verdict{fault: FaultDenied}, "permission denied to push ghcr.io/acme/app: check the token has write access to this repository: boom"},
 		{verdict{fault: Fault5xx, transient: true, status: 500}, "ghcr.io kept failing: gave up after 5 attempt(s) (last status 500 Internal Server Error): boom"},
 		{verdict{fault: FaultReset, transient: true}, "ghcr.io kept failing: gave up after 5 attempt(s) (last error): boom"},
+		{verdict{fault: FaultRateLimited, transient: true, status: 403}, "ghcr.io rate-limited the push (403 secondary rate limit) through 5 attempt(s): lower concurrency or push again later: boom"},
+		{verdict{fault: FaultConnect, refused: true}, "could not connect to ghcr.io (connection refused): is the address right, and is the registry running? boom"},
 	}
 	for _, tt := range tests {
 		if got := explain(tt.v, base, 5, "ghcr.io", "ghcr.io/acme/app").Error(); got != tt.want {

@@ -23,6 +23,9 @@ type config struct {
 	retryDelay    time.Duration
 	maxRetryDelay time.Duration
 	timeout       time.Duration
+	stallTimeout  time.Duration
+	verifyWindow  time.Duration
+	connectGrace  time.Duration
 	transport     http.RoundTripper
 	keychain      authn.Keychain
 	userAgent     string
@@ -41,6 +44,9 @@ func defaults() config {
 		retryDelay:    time.Second,
 		maxRetryDelay: 30 * time.Second,
 		timeout:       10 * time.Minute,
+		stallTimeout:  30 * time.Second,
+		verifyWindow:  10 * time.Second,
+		connectGrace:  3 * time.Second,
 		transport:     defaultTransport(),
 		keychain:      authn.DefaultKeychain,
 		userAgent:     "tagpush",
@@ -118,6 +124,44 @@ func WithTimeout(d time.Duration) Option {
 			return fmt.Errorf("timeout must be positive, got %s", d)
 		}
 		c.timeout = d
+		return nil
+	}
+}
+
+// WithStallTimeout abandons (and retries) a request that sends none of its
+// body, or receives none of its answer's, for d. Default 30s; 0 turns it off.
+func WithStallTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("stall timeout must not be negative, got %s", d)
+		}
+		c.stallTimeout = d
+		return nil
+	}
+}
+
+// WithVerifyWindow sets how long a tag the registry accepted may read as
+// missing (or as another digest) before the attempt counts as failed: reads
+// after writes lag on ghcr.io and S3-backed registries. Default 10s.
+func WithVerifyWindow(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("verify window must not be negative, got %s", d)
+		}
+		c.verifyWindow = d
+		return nil
+	}
+}
+
+// WithConnectGrace sets how long a registry that refuses connections is
+// believed to be restarting: refused attempts are retried until the registry
+// has refused for d, then every tag bound for it fails at once. Default 3s.
+func WithConnectGrace(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("connect grace must not be negative, got %s", d)
+		}
+		c.connectGrace = d
 		return nil
 	}
 }

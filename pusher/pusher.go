@@ -11,16 +11,18 @@ package pusher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/avast/retry-go/v4"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/tagpush/tagpush/queue"
 )
@@ -92,11 +94,12 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag)
 	r := &run{
 		cfg:     p.cfg,
 		content: c,
-		waits:   newRegistryWaits(p.cfg.now),
+		regs:    newRegistries(p.cfg.now),
 		faults:  make(map[Fault]int),
 	}
-	r.transport = &retryAfterTransport{inner: p.cfg.transport, waits: r.waits}
-	r.puller, err = remote.NewPuller(r.remoteOptions(nil)...)
+	r.uploads = &uploadCounter{inner: &stallWatchdog{inner: p.cfg.transport, idle: p.cfg.stallTimeout}}
+	r.transport = &redirectLimitTransport{inner: &retryAfterTransport{inner: r.uploads, regs: r.regs}}
+	r.puller, err = remote.NewPuller(r.remoteOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("set up registry client: %w", err)
 	}
@@ -121,7 +124,7 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag)
 		}}
 	}
 
-	stopProgress := r.watchProgress()
+	stopProgress := r.reportProgress()
 	results := queue.Run(ctx, jobs)
 	stopProgress()
 
@@ -143,16 +146,15 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag)
 type run struct {
 	cfg       config
 	content   *content
-	transport *retryAfterTransport
-	waits     *registryWaits
+	transport http.RoundTripper
+	uploads   *uploadCounter
+	regs      *registries
 	puller    *remote.Puller
 
 	mu      sync.Mutex
 	faults  map[Fault]int
 	retries int
 	waited  time.Duration
-	updates []chan v1.Update
-	bytes   []*progressCounter
 }
 
 func (r *run) newLimiter(reg string) *queue.Limiter {
@@ -172,8 +174,8 @@ func (r *run) newLimiter(reg string) *queue.Limiter {
 // remoteOptions configures go-containerregistry with its retries off: retry-go
 // owns the policy, and two layers retrying the same failure would multiply
 // attempts without anyone seeing them.
-func (r *run) remoteOptions(progress chan v1.Update) []remote.Option {
-	opts := []remote.Option{
+func (r *run) remoteOptions() []remote.Option {
+	return []remote.Option{
 		remote.WithTransport(r.transport),
 		remote.WithAuthFromKeychain(r.cfg.keychain),
 		remote.WithUserAgent(r.cfg.userAgent),
@@ -181,26 +183,6 @@ func (r *run) remoteOptions(progress chan v1.Update) []remote.Option {
 		remote.WithRetryPredicate(func(error) bool { return false }),
 		remote.WithRetryStatusCodes(),
 	}
-	if progress != nil {
-		opts = append(opts, remote.WithProgress(progress))
-	}
-	return opts
-}
-
-// newRemotePusher returns a go-containerregistry Pusher whose progress is counted.
-func (r *run) newRemotePusher() (*remote.Pusher, error) {
-	updates := make(chan v1.Update, 64)
-	counter := &progressCounter{}
-	gp, err := remote.NewPusher(r.remoteOptions(updates)...)
-	if err != nil {
-		return nil, err
-	}
-	r.mu.Lock()
-	r.updates = append(r.updates, updates)
-	r.bytes = append(r.bytes, counter)
-	r.mu.Unlock()
-	go counter.drain(updates)
-	return gp, nil
 }
 
 func (r *run) noteFault(f Fault) {
@@ -256,7 +238,7 @@ func (rs *repoState) pusher() (*remote.Pusher, error) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	if rs.gp == nil {
-		gp, err := rs.run.newRemotePusher()
+		gp, err := remote.NewPusher(rs.run.remoteOptions()...)
 		if err != nil {
 			return nil, err
 		}
@@ -292,9 +274,11 @@ func (rs *repoState) forget(gp *remote.Pusher) {
 	}
 }
 
-// attempt pushes one tag once: the repository's blobs (each once per run),
-// an index's child manifests, the tag's manifest, then a HEAD that proves it.
-func (rs *repoState) attempt(ctx context.Context, tag name.Tag) (*remote.Pusher, error) {
+// attempt writes one tag once: the repository's blobs (each once per run), an
+// index's child manifests, then the tag's manifest. put is set once the
+// manifest PUT has been sent, whatever its answer: from then on the tag may be
+// in the registry, and a failure is checked there before it is reported.
+func (rs *repoState) attempt(ctx context.Context, tag name.Tag, put *bool) (*remote.Pusher, error) {
 	c := rs.run.content
 	gp, err := rs.pusher()
 	if err != nil {
@@ -324,20 +308,64 @@ func (rs *repoState) attempt(ctx context.Context, tag name.Tag) (*remote.Pusher,
 			return gp, fmt.Errorf("push manifest %s: %w", child.digest, err)
 		}
 	}
+	*put = true
 	if err := gp.Put(ctx, tag, c.top); err != nil {
 		return gp, fmt.Errorf("put manifest: %w", err)
-	}
-	desc, err := rs.run.puller.Head(ctx, tag)
-	if err != nil {
-		return gp, fmt.Errorf("verify tag: %w", err)
-	}
-	if desc.Digest != c.digest {
-		return gp, fmt.Errorf("%w: %s resolves to %s, pushed %s", errNotVerified, tag, desc.Digest, c.digest)
 	}
 	return gp, nil
 }
 
-// pushTag runs a tag's attempts under the retry policy.
+// verify reads the tag back until it resolves to the pushed digest. ghcr.io
+// and S3-backed registries can answer 404 (or the old digest) for a moment
+// after a PUT they accepted, so a miss is read again, with growing waits, for
+// up to window before it counts; a 404 after our own PUT is never a verdict
+// on the repository's name. Other failures to read are returned as they are.
+func (r *run) verify(ctx context.Context, tag name.Tag, window time.Duration) error {
+	deadline := r.cfg.now().Add(window)
+	wait := 50 * time.Millisecond
+	for {
+		desc, err := r.puller.Head(ctx, tag)
+		var miss error
+		switch {
+		case err == nil && desc.Digest == r.content.digest:
+			return nil
+		case err == nil:
+			miss = fmt.Errorf("%w: %s resolves to %s, pushed %s", errNotVerified, tag, desc.Digest, r.content.digest)
+		case isNotFound(err):
+			miss = fmt.Errorf("%w: %s was not found after the registry accepted it: %v", errNotVerified, tag, err)
+		default:
+			return fmt.Errorf("verify tag: %w", err)
+		}
+		if !r.cfg.now().Add(wait).Before(deadline) {
+			return miss
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return miss
+		}
+		wait = min(wait*2, time.Second)
+	}
+}
+
+func isNotFound(err error) bool {
+	var terr *transport.Error
+	return errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
+}
+
+// pushTag runs a tag's attempts under the retry policy. It owns slot: the
+// slot is given back while the tag waits between attempts and while it reads
+// the tag back, and taken again here, on this goroutine, before each attempt.
 func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, tag name.Tag) Result {
 	start := r.cfg.now()
 	ctx, cancel := context.WithTimeout(parent, r.cfg.timeout)
@@ -348,18 +376,33 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 		attempts int
 		lastErr  error
 		last     verdict
+		put      bool // a manifest PUT for this tag was sent
 	)
 	err := retry.Do(func() error {
+		if err := slot.Acquire(ctx); err != nil {
+			return retry.Unrecoverable(err)
+		}
 		attempts++
-		gp, err := rs.attempt(ctx, tag)
+		gp, err := rs.attempt(ctx, tag, &put)
 		if err == nil {
 			slot.Observe(queue.Success)
-			return nil
+			r.regs.reached(host)
+			// Reading back is not a write: it holds no slot.
+			slot.Release()
+			if err = r.verify(ctx, tag, r.cfg.verifyWindow); err == nil {
+				return nil
+			}
 		}
 		lastErr, last = err, classify(ctx, err)
 		r.noteFault(last.fault)
 		slot.Observe(last.outcome)
-		r.waits.note(host, last.wait)
+		switch {
+		case last.refused:
+			last.transient = r.regs.refused(host, r.cfg.connectGrace)
+		case last.status != 0:
+			r.regs.reached(host)
+		}
+		r.regs.noteWait(host, last.wait)
 		if last.relearnBlobs && gp != nil {
 			rs.forget(gp)
 		}
@@ -375,13 +418,24 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 		retry.DelayType(func(n uint, _ error, _ *retry.Config) time.Duration {
 			return r.backoff(n, host)
 		}),
-		retry.WithTimer(&slotTimer{ctx: ctx, slot: slot, onWait: func(d time.Duration) {
+		retry.WithTimer(&releasingTimer{slot: slot, onWait: func(d time.Duration) {
 			r.noteWait(d)
 			if r.cfg.events.Retry != nil {
 				r.cfg.events.Retry(Retry{Tag: tag.String(), Attempt: attempts, Fault: last.fault, Err: lastErr, Wait: d})
 			}
 		}}),
 	)
+	slot.Release()
+
+	// A failure after a manifest PUT was sent may hide a success: the
+	// registry committed the PUT and the answer was lost (a 500, a reset or
+	// a timeout on the way back). The registry, read now, has the last word.
+	// A refusal (401, 403, 400, a redirect loop) is no such doubt, and a tag
+	// that failed verification was read already.
+	lost := last.transient || last.fault == FaultTimeout
+	if err != nil && put && lost && last.fault != faultNotVerified && parent.Err() == nil && r.landed(parent, tag) {
+		err = nil
+	}
 
 	res := Result{Tag: tag, Attempts: attempts, Duration: r.cfg.now().Sub(start)}
 	switch {
@@ -407,6 +461,17 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 	return res
 }
 
+// landed reports whether tag holds the pushed digest, read with a budget of
+// its own: the tag's timeout may be what ended its attempts. A lost answer is
+// rare and a read-after-write lag short, so the window is shorter than a
+// verification's: every failed tag pays it.
+func (r *run) landed(parent context.Context, tag name.Tag) bool {
+	window := min(r.cfg.verifyWindow, 3*time.Second)
+	ctx, cancel := context.WithTimeout(parent, window+10*time.Second)
+	defer cancel()
+	return r.verify(ctx, tag, window) == nil
+}
+
 // backoff is the wait before attempt n+1: exponential from retry-delay with
 // jitter of up to one retry-delay, or the registry's requested wait when that is
 // longer. retry-go caps the result at max-retry-delay.
@@ -417,91 +482,57 @@ func (r *run) backoff(n uint, host string) time.Duration {
 		d *= 2
 	}
 	jitter := time.Duration(rand.Int64N(int64(base) + 1))
-	if w := r.waits.remaining(host); w > d {
+	if w := r.regs.remaining(host); w > d {
 		d = w
 	}
 	return d + jitter
 }
 
-// slotTimer is retry-go's timer for one tag: it gives the tag's queue slot back
-// while the tag waits, so waiting tags do not hold back others.
-type slotTimer struct {
-	ctx    context.Context
+// releasingTimer is retry-go's timer for one tag: it gives the tag's queue
+// slot back while the tag waits, so waiting tags do not hold back others.
+// retry-go calls After on the tag's own goroutine, and the slot is taken
+// again there, at the start of the next attempt: if the wait ends with the
+// tag's context, nobody takes a slot the tag would never give back.
+type releasingTimer struct {
 	slot   *queue.Slot
 	onWait func(time.Duration)
 }
 
-func (t *slotTimer) After(d time.Duration) <-chan time.Time {
+func (t *releasingTimer) After(d time.Duration) <-chan time.Time {
 	t.onWait(d)
-	ch := make(chan time.Time, 1)
-	go func() {
-		if err := t.slot.Sleep(t.ctx, d); err == nil {
-			ch <- time.Now()
-		}
-	}()
-	return ch
+	t.slot.Release()
+	return time.After(d)
 }
 
-// progressCounter keeps the latest update of one go-containerregistry Pusher.
-type progressCounter struct {
-	complete, total atomic.Int64
-}
-
-func (p *progressCounter) drain(updates <-chan v1.Update) {
-	for u := range updates {
-		if u.Error == nil {
-			p.complete.Store(u.Complete)
-			p.total.Store(u.Total)
-		}
+// reportProgress reports the blob bytes sent every progress interval until
+// stopped. The bytes are counted in the transport (uploadCounter).
+func (r *run) reportProgress() (stop func()) {
+	if r.cfg.events.Progress == nil || r.cfg.progressEvery <= 0 {
+		return func() {}
 	}
-}
-
-// watchProgress reports bytes uploaded every progress interval until stopped.
-// Stopping closes the update channels: by then no Pusher call is running, so
-// nothing sends on them any more.
-func (r *run) watchProgress() (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
-	if r.cfg.events.Progress != nil && r.cfg.progressEvery > 0 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := time.NewTicker(r.cfg.progressEvery)
-			defer t.Stop()
-			var last Progress
-			for {
-				select {
-				case <-done:
-					return
-				case <-t.C:
-					p := r.progress()
-					if p != last && p.Total > 0 {
-						r.cfg.events.Progress(p)
-						last = p
-					}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(r.cfg.progressEvery)
+		defer t.Stop()
+		var last Progress
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				p := r.uploads.progress()
+				if p != last && p.Total > 0 {
+					r.cfg.events.Progress(p)
+					last = p
 				}
 			}
-		}()
-	}
+		}
+	}()
 	return func() {
 		close(done)
 		wg.Wait()
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for _, ch := range r.updates {
-			close(ch)
-		}
-		r.updates = nil
 	}
-}
-
-func (r *run) progress() Progress {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var p Progress
-	for _, b := range r.bytes {
-		p.Complete += b.complete.Load()
-		p.Total += b.total.Load()
-	}
-	return p
 }

@@ -159,9 +159,6 @@ func NewLimiter(name string, alg Algorithm, opts ...LimiterOption) *Limiter {
 	return l
 }
 
-// Name returns the limiter's name.
-func (l *Limiter) Name() string { return l.name }
-
 // Limit returns the current limit.
 func (l *Limiter) Limit() int {
 	l.mu.Lock()
@@ -183,9 +180,14 @@ func (l *Limiter) Peak() int {
 	return l.peak
 }
 
-// acquire blocks until a slot is free or ctx is done.
+// acquire blocks until a slot is free or ctx is done. A context that has
+// already ended never gets a slot, even a free one: work must not start after
+// its caller gave up.
 func (l *Limiter) acquire(ctx context.Context) error {
 	for {
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
 		l.mu.Lock()
 		if l.inFlight < l.alg.Limit() {
 			l.inFlight++

@@ -261,15 +261,17 @@ func TestCancelStopsNewWorkAndLeaksNothing(t *testing.T) {
 	}
 }
 
-func TestSleepGivesTheSlotBack(t *testing.T) {
+func TestReleaseGivesTheSlotBack(t *testing.T) {
 	lim := NewLimiter("r", Fixed(1))
 	var order []string
 	step := make(chan struct{})
 	jobs := []Job[string]{
 		{lim, func(ctx context.Context, s *Slot) (string, error) {
 			order = append(order, "a1")
+			s.Release()
 			close(step)
-			if err := s.Sleep(ctx, 30*time.Millisecond); err != nil {
+			time.Sleep(30 * time.Millisecond)
+			if err := s.Acquire(ctx); err != nil {
 				return "", err
 			}
 			order = append(order, "a2")
@@ -283,10 +285,63 @@ func TestSleepGivesTheSlotBack(t *testing.T) {
 	}
 	Run(context.Background(), jobs)
 	if len(order) != 3 || order[1] != "b" {
-		t.Errorf("order = %v, want the second job to run while the first sleeps", order)
+		t.Errorf("order = %v, want the second job to run while the first waits", order)
 	}
 	if lim.InFlight() != 0 {
 		t.Errorf("%d slots still held", lim.InFlight())
+	}
+}
+
+// TestRunStartsNothingOnceCancelled: free slots are not a reason to start work
+// the caller has given up on.
+func TestRunStartsNothingOnceCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 20 {
+		lim := NewLimiter("r", Fixed(4))
+		var ran atomic.Int64
+		jobs := make([]Job[int], 10)
+		for i := range jobs {
+			jobs[i] = Job[int]{lim, func(ctx context.Context, s *Slot) (int, error) { ran.Add(1); return 0, nil }}
+		}
+		for i, r := range Run(ctx, jobs) {
+			if r.Started || !errors.Is(r.Err, context.Canceled) {
+				t.Fatalf("job %d: started=%v err=%v, want not started with context.Canceled", i, r.Started, r.Err)
+			}
+		}
+		if n := ran.Load(); n != 0 {
+			t.Fatalf("%d jobs ran after the context was cancelled", n)
+		}
+	}
+}
+
+// TestAcquireAfterCancelHoldsNothing: a job whose context ended while it had
+// given its slot back must not take one again, even a free one, or a queue
+// with a limit of 1 stops for good.
+func TestAcquireAfterCancelHoldsNothing(t *testing.T) {
+	lim := NewLimiter("r", Fixed(1))
+	ctx, cancel := context.WithCancel(context.Background())
+	var second atomic.Bool
+	jobs := []Job[int]{
+		{lim, func(_ context.Context, s *Slot) (int, error) {
+			s.Release()
+			cancel()
+			if err := s.Acquire(ctx); err == nil {
+				t.Error("Acquire succeeded on a cancelled context")
+			}
+			if s.Held() {
+				t.Error("slot held after a failed Acquire")
+			}
+			return 0, nil
+		}},
+		{lim, func(context.Context, *Slot) (int, error) { second.Store(true); return 0, nil }},
+	}
+	Run(context.Background(), jobs)
+	if !second.Load() {
+		t.Error("the next job never got the slot")
+	}
+	if lim.InFlight() != 0 {
+		t.Errorf("%d slots still held after Run", lim.InFlight())
 	}
 }
 

@@ -3,7 +3,6 @@ package queue
 import (
 	"context"
 	"sync"
-	"time"
 )
 
 // Job is one unit of queued work. It runs holding one slot of its Limiter.
@@ -12,7 +11,8 @@ type Job[T any] struct {
 	// different limiters do not wait for each other.
 	Limiter *Limiter
 	// Do is the work. It may report outcomes and give its slot back while it
-	// waits through the Slot.
+	// waits through the Slot, which it owns: it must not hand the Slot to
+	// another goroutine.
 	Do func(ctx context.Context, s *Slot) (T, error)
 }
 
@@ -56,7 +56,7 @@ func Run[T any](ctx context.Context, jobs []Job[T]) []Result[T] {
 				go func(i int) {
 					defer wg.Done()
 					s := &Slot{lim: lim, held: true}
-					defer s.done()
+					defer s.Release()
 					v, err := jobs[i].Do(ctx, s)
 					results[i] = Result[T]{Value: v, Err: err, Started: true}
 				}(i)
@@ -67,44 +67,40 @@ func Run[T any](ctx context.Context, jobs []Job[T]) []Result[T] {
 	return results
 }
 
-// Slot is a running job's hold on its limiter.
+// Slot is a running job's hold on its limiter. It has one owner, the job's
+// own goroutine: only that goroutine releases and re-acquires it, so a slot is
+// never taken by a goroutine whose caller has already given up (oras-go's
+// LimitedRegion and x/sync/semaphore follow the same rule).
 type Slot struct {
 	lim  *Limiter
-	mu   sync.Mutex
 	held bool
 }
 
 // Observe reports the outcome of one unit of the job's work to the limiter.
 func (s *Slot) Observe(o Outcome) { s.lim.Observe(o) }
 
-// Sleep gives the slot back for d, so that a job waiting to retry does not keep
-// others from running, then takes a slot again. It returns early with ctx's
-// cause when ctx ends; the slot is then no longer held.
-func (s *Slot) Sleep(ctx context.Context, d time.Duration) error {
-	s.giveBack()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-t.C:
-	}
-	if err := s.lim.acquire(ctx); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.held = true
-	s.mu.Unlock()
-	return nil
-}
-
-func (s *Slot) giveBack() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// Release gives the slot back, so that a job waiting (to retry, say) does not
+// keep others from running. Releasing a slot that is not held does nothing.
+func (s *Slot) Release() {
 	if s.held {
 		s.held = false
 		s.lim.release()
 	}
 }
 
-func (s *Slot) done() { s.giveBack() }
+// Acquire takes a slot again after Release, waiting until one is free. It
+// fails with ctx's cause, holding nothing, when ctx has ended, even if a slot
+// is free. Acquiring a slot that is held does nothing.
+func (s *Slot) Acquire(ctx context.Context) error {
+	if s.held {
+		return nil
+	}
+	if err := s.lim.acquire(ctx); err != nil {
+		return err
+	}
+	s.held = true
+	return nil
+}
+
+// Held reports whether the slot is held now.
+func (s *Slot) Held() bool { return s.held }

@@ -49,6 +49,27 @@ type Config struct {
 	LoseUploadFirst int
 	// FailWrites answers every write with this status (e.g. 500).
 	FailWrites int
+	// FailAll answers every request, reads included, with this status (e.g. 503).
+	FailAll int
+	// SecondaryRateLimitFirst answers the first n manifest PUTs with ghcr.io's
+	// 403 DENIED "You have exceeded a secondary rate limit".
+	SecondaryRateLimitFirst int
+	// ReadLag answers GET and HEAD of a manifest path with 404 for this long
+	// after a PUT to it was accepted: ghcr.io and S3-backed registries.
+	ReadLag time.Duration
+	// LoseAnswerFirst lets the first n manifest PUTs reach the registry, which
+	// commits them, and answers the client 500 instead (or resets the
+	// connection, with LoseAnswerReset): an answer lost on the way back.
+	LoseAnswerFirst int
+	LoseAnswerReset bool
+	// RedirectManifestPuts answers every manifest PUT with a 307 to itself.
+	RedirectManifestPuts bool
+	// EarlyAnswerFirst answers the first n blob PATCHes with 500 before
+	// reading any of their body, as a registry or proxy that is overloaded does.
+	EarlyAnswerFirst int
+	// StallFirst answers the first n writes with the headers and the first
+	// bytes of a 500, then sends nothing more until the client goes away.
+	StallFirst int
 	// Deny answers every request for repository DenyRepo with DenyStatus (401 or 403).
 	DenyRepo   string
 	DenyStatus int
@@ -60,6 +81,9 @@ type Config struct {
 	// UploadBytesPerSec caps the bandwidth of all request bodies together.
 	UploadBytesPerSec int64
 }
+
+// Modes are the names Preset knows.
+var Modes = []string{"none", "ghcr", "429", "429-ghcr", "reset", "slow", "flaky", "lag", "lost-answer", "403-rate-limit"}
 
 // Preset returns the configuration of a named fault mode.
 func Preset(mode string) (Config, error) {
@@ -78,8 +102,14 @@ func Preset(mode string) (Config, error) {
 		return Config{SlowRate: 0.2, Slow: 500 * time.Millisecond}, nil
 	case "flaky":
 		return Config{MaxWrites: 3, WriteErrorRate: 0.02, TooManyRate: 0.03, RetryAfter: "1", ResetRate: 0.05}, nil
+	case "lag":
+		return Config{ReadLag: time.Second}, nil
+	case "lost-answer":
+		return Config{LoseAnswerFirst: 3}, nil
+	case "403-rate-limit":
+		return Config{SecondaryRateLimitFirst: 3}, nil
 	}
-	return Config{}, fmt.Errorf("unknown fault mode %q (known: none, ghcr, 429, 429-ghcr, reset, slow, flaky)", mode)
+	return Config{}, fmt.Errorf("unknown fault mode %q (known: %s)", mode, strings.Join(Modes, ", "))
 }
 
 // Stats counts what the layer saw and did.
@@ -137,6 +167,7 @@ type Layer struct {
 	inFlight int
 	stats    Stats
 	bw       bandwidth
+	putAt    map[string]time.Time // when each manifest path was last written
 }
 
 // New returns a layer in front of next.
@@ -160,6 +191,7 @@ func (l *Layer) Reset(cfg Config) {
 		ManifestPutTimes: make(map[string][]time.Time),
 	}
 	l.bw = bandwidth{rate: cfg.UploadBytesPerSec}
+	l.putAt = make(map[string]time.Time)
 }
 
 // Stats returns a copy of the counters.
@@ -233,6 +265,10 @@ type decision struct {
 	resetAfter int64 // reset the connection after reading this many body bytes; -1 never
 	slow       time.Duration
 	fault      string
+	early      bool // answer without reading the body
+	stall      bool // send headers and a little of the body, then nothing
+	redirect   bool // 307 to the same URL
+	loseAnswer bool // pass to the registry, answer 500 (or reset) instead
 }
 
 func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
@@ -240,7 +276,28 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 	c := l.cfg
 	chance := func(p float64) bool { return p > 0 && l.rng.Float64() < p }
 
+	manifestPut := k.manifest && r.Method == http.MethodPut
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead
 	switch {
+	case c.FailAll != 0:
+		d.status, d.fault = c.FailAll, fmt.Sprint(c.FailAll)
+		d.body = ociError("UNAVAILABLE", "service unavailable")
+	case read && k.manifest && c.ReadLag > 0 && time.Since(l.putAt[r.URL.Path]) < c.ReadLag:
+		d.status, d.fault = http.StatusNotFound, "lag"
+		d.body = ociError("MANIFEST_UNKNOWN", "manifest unknown")
+	case manifestPut && c.RedirectManifestPuts:
+		d.status, d.fault, d.redirect = http.StatusTemporaryRedirect, "redirect", true
+	case manifestPut && l.stats.Injected["403-rate-limit"] < c.SecondaryRateLimitFirst:
+		d.status, d.fault = http.StatusForbidden, "403-rate-limit"
+		d.body = ociError("DENIED", `permission_denied: Error from intermediary with HTTP status code 403 "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."`)
+	case manifestPut && l.stats.Injected["lost-answer"] < c.LoseAnswerFirst:
+		d.fault, d.loseAnswer = "lost-answer", true
+	case k.blobUpload && r.Method == http.MethodPatch && l.stats.Injected["early-answer"] < c.EarlyAnswerFirst:
+		d.status, d.fault, d.early = http.StatusInternalServerError, "early-answer", true
+		d.body = ociError("UNKNOWN", "unknown error")
+	case write && l.stats.Injected["stall"] < c.StallFirst:
+		d.status, d.fault, d.stall = http.StatusInternalServerError, "stall", true
+		d.body = ociError("UNKNOWN", "unknown error")
 	case c.DenyRepo != "" && k.repo == c.DenyRepo && c.DenyStatus != 0:
 		d.status, d.fault = c.DenyStatus, "deny"
 		code, msg := "DENIED", "requested access to the resource is denied"
@@ -332,6 +389,36 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case d.resetAfter >= 0:
 		l.reset(w, r, d.resetAfter)
 		return
+	case d.early:
+		// Answer before reading the body; net/http then closes the
+		// connection under the client's body writer.
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(d.status)
+		_, _ = io.WriteString(w, d.body)
+		return
+	case d.stall:
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", fmt.Sprint(len(d.body)+1024))
+		w.WriteHeader(d.status)
+		_, _ = io.WriteString(w, d.body[:len(d.body)/2])
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		select {
+		case <-r.Context().Done():
+		case <-time.After(time.Minute):
+		}
+		return
+	case d.redirect:
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Location", r.URL.RequestURI())
+		w.WriteHeader(d.status)
+		return
+	case d.loseAnswer:
+		l.loseAnswer(w, r)
+		return
 	case d.status != 0:
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
@@ -361,8 +448,41 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if k.manifest && r.Method == http.MethodPut && rec.status == http.StatusCreated {
 		l.stats.ManifestPuts++
+		l.putAt[r.URL.Path] = time.Now()
 	}
 }
+
+// loseAnswer hands a manifest PUT to the registry, which commits it, and
+// answers the client 500, or resets the connection, instead of the registry's
+// answer.
+func (l *Layer) loseAnswer(w http.ResponseWriter, r *http.Request) {
+	rec := &discardRecorder{header: make(http.Header), status: http.StatusOK}
+	l.next.ServeHTTP(rec, r)
+	l.mu.Lock()
+	if rec.status == http.StatusCreated {
+		l.stats.ManifestPuts++
+		l.putAt[r.URL.Path] = time.Now()
+	}
+	reset := l.cfg.LoseAnswerReset
+	l.mu.Unlock()
+	if reset {
+		l.reset(w, r, 0)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusInternalServerError)
+	_, _ = io.WriteString(w, ociError("UNKNOWN", "unknown error"))
+}
+
+// discardRecorder takes the registry's answer and sends it nowhere.
+type discardRecorder struct {
+	header http.Header
+	status int
+}
+
+func (d *discardRecorder) Header() http.Header         { return d.header }
+func (d *discardRecorder) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardRecorder) WriteHeader(code int)        { d.status = code }
 
 // reset reads part of the body, then drops the connection with an RST, as a
 // load balancer does when it gives up on an upload.

@@ -132,7 +132,7 @@ func TestBandwidthCap(t *testing.T) {
 }
 
 func TestPresets(t *testing.T) {
-	for _, m := range []string{"none", "ghcr", "429", "429-ghcr", "reset", "slow", "flaky"} {
+	for _, m := range Modes {
 		if _, err := Preset(m); err != nil {
 			t.Errorf("%s: %v", m, err)
 		}

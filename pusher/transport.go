@@ -1,0 +1,287 @@
+package pusher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The HTTP layers under go-containerregistry's own transport (auth, scheme,
+// user agent). Each wrapper has one concern and sees every request a run sends,
+// including those go-containerregistry makes on its own (ping, token, mounts).
+// None of them retries: retry-go, in pushTag, owns retries.
+//
+// From the outside in: redirectLimit -> retryAfter -> uploadCounter ->
+// stallWatchdog -> the HTTP transport.
+
+var (
+	_ http.RoundTripper = (*redirectLimitTransport)(nil)
+	_ http.RoundTripper = (*retryAfterTransport)(nil)
+	_ http.RoundTripper = (*uploadCounter)(nil)
+	_ http.RoundTripper = (*stallWatchdog)(nil)
+)
+
+// maxRedirects is how many redirects one request may follow, as net/http's
+// default. go-containerregistry's client replaces net/http's redirect policy
+// with an SSRF check that has no count, so a registry that redirects a request
+// to itself would otherwise be asked again forever.
+const maxRedirects = 10
+
+// RedirectLoopError is a request that was redirected more than maxRedirects times.
+type RedirectLoopError struct {
+	URL       string
+	Redirects int
+}
+
+func (e *RedirectLoopError) Error() string {
+	return fmt.Sprintf("redirect loop: %s was redirected more than %d times", e.URL, e.Redirects-1)
+}
+
+// redirectLimitTransport refuses the request that would be redirect number
+// maxRedirects+1. net/http records the redirect chain in Request.Response, so
+// a RoundTripper can count it.
+type redirectLimitTransport struct {
+	inner http.RoundTripper
+}
+
+func (t *redirectLimitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	n := 0
+	for r := req.Response; r != nil && r.Request != nil; r = r.Request.Response {
+		n++
+	}
+	if n > maxRedirects {
+		closeBody(req)
+		return nil, &RedirectLoopError{URL: redactURL(req), Redirects: n}
+	}
+	return t.inner.RoundTrip(req)
+}
+
+// retryAfterTransport notes the Retry-After header of 429 and 503 answers.
+// go-containerregistry turns responses into errors without their headers, so
+// this is the one place the header can be read.
+type retryAfterTransport struct {
+	inner http.RoundTripper
+	regs  *registries
+}
+
+func (t *retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.inner.RoundTrip(req)
+	if err == nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
+		if d, ok := retryAfter(resp.Header.Get("Retry-After"), t.regs.now()); ok {
+			t.regs.noteWait(req.URL.Host, d)
+		}
+	}
+	return resp, err
+}
+
+// uploadCounter counts blob bytes as they are sent, for progress. It counts in
+// the request body itself, with atomics and no channel: net/http may still be
+// reading a body after RoundTrip has returned (a registry that answers before
+// reading the whole upload), and nothing here can be closed under it.
+type uploadCounter struct {
+	inner http.RoundTripper
+	// total is the size of every blob upload request started; sent is the
+	// bytes of them read so far.
+	total, sent atomic.Int64
+}
+
+func (t *uploadCounter) RoundTrip(req *http.Request) (*http.Response, error) {
+	if isBlobUpload(req) && req.Body != nil && req.Body != http.NoBody {
+		if req.ContentLength > 0 {
+			t.total.Add(req.ContentLength)
+		}
+		req = cloneWithBody(req, &countingReader{rc: req.Body, n: &t.sent})
+	}
+	return t.inner.RoundTrip(req)
+}
+
+func (t *uploadCounter) progress() Progress {
+	return Progress{Complete: t.sent.Load(), Total: t.total.Load()}
+}
+
+// isBlobUpload is a request that carries blob content: PATCH or PUT under
+// /v2/<name>/blobs/uploads/.
+func isBlobUpload(req *http.Request) bool {
+	return (req.Method == http.MethodPatch || req.Method == http.MethodPut) &&
+		strings.HasPrefix(req.URL.Path, "/v2/") && strings.Contains(req.URL.Path, "/blobs/uploads/")
+}
+
+type countingReader struct {
+	rc io.ReadCloser
+	n  *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.rc.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c *countingReader) Close() error { return c.rc.Close() }
+
+// StallError is a request abandoned because it made no progress, sending its
+// body or reading the answer's, for the stall timeout.
+type StallError struct {
+	Host string
+	Idle time.Duration
+}
+
+func (e *StallError) Error() string {
+	return fmt.Sprintf("no data moved to or from %s for %s: request abandoned", e.Host, e.Idle)
+}
+
+// Timeout marks a stall as a timeout (net.Error), which is transient.
+func (e *StallError) Timeout() bool { return true }
+
+// Temporary implements net.Error.
+func (e *StallError) Temporary() bool { return true }
+
+var errStalled = errors.New("stalled")
+
+// stallWatchdog abandons a request when no bytes of its body are taken, or no
+// bytes of its answer's body arrive, for idle. The wait between the end of the
+// body and the answer's headers is the HTTP transport's ResponseHeaderTimeout,
+// since a registry may take long to commit a large blob; without this, a
+// response that stalls after its headers would hold a tag until its timeout.
+type stallWatchdog struct {
+	inner http.RoundTripper
+	idle  time.Duration
+}
+
+func (t *stallWatchdog) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.idle <= 0 {
+		return t.inner.RoundTrip(req)
+	}
+	ctx, cancel := context.WithCancelCause(req.Context())
+	w := &watch{idle: t.idle, cancel: cancel}
+	w.timer = time.AfterFunc(t.idle, func() { cancel(errStalled) })
+	w.timer.Stop()
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	out := req.WithContext(ctx)
+	if hasBody {
+		w.set(&w.sending, true)
+		out = cloneWithBody(out, &watchedBody{rc: req.Body, w: w, ctx: ctx, host: req.URL.Host, request: true})
+	}
+	resp, err := t.inner.RoundTrip(out)
+	if err != nil {
+		stalled := context.Cause(ctx) == errStalled
+		w.stop()
+		if stalled {
+			return nil, &StallError{Host: req.URL.Host, Idle: t.idle}
+		}
+		return nil, err
+	}
+	w.set(&w.receiving, true)
+	resp.Body = &watchedBody{rc: resp.Body, w: w, ctx: ctx, host: req.URL.Host}
+	return resp, nil
+}
+
+// watch is one request's watchdog. The request body is read by net/http's
+// writer goroutine, the answer by the caller: both touch it, under mu.
+type watch struct {
+	idle   time.Duration
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+
+	mu                 sync.Mutex
+	sending, receiving bool
+	stopped            bool
+}
+
+// set marks a phase as running or over and arms the timer while one runs.
+func (w *watch) set(phase *bool, on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	*phase = on
+	if w.stopped {
+		return
+	}
+	if w.sending || w.receiving {
+		w.timer.Reset(w.idle)
+	} else {
+		w.timer.Stop()
+	}
+}
+
+// touch records progress.
+func (w *watch) touch() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped && (w.sending || w.receiving) {
+		w.timer.Reset(w.idle)
+	}
+}
+
+// stop ends the watch and releases the request's context.
+func (w *watch) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.timer.Stop()
+	w.mu.Unlock()
+	w.cancel(context.Canceled)
+}
+
+type watchedBody struct {
+	rc      io.ReadCloser
+	w       *watch
+	ctx     context.Context
+	host    string
+	request bool
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if n > 0 {
+		b.w.touch()
+	}
+	if err != nil {
+		if context.Cause(b.ctx) == errStalled {
+			err = &StallError{Host: b.host, Idle: b.w.idle}
+		}
+		if b.request {
+			b.w.set(&b.w.sending, false)
+		}
+	}
+	return n, err
+}
+
+func (b *watchedBody) Close() error {
+	err := b.rc.Close()
+	if b.request {
+		b.w.set(&b.w.sending, false)
+	} else {
+		// The caller is done with the answer: whatever is still being sent
+		// goes to nobody, so the request ends here.
+		b.w.stop()
+	}
+	return err
+}
+
+// cloneWithBody returns a shallow copy of req with another body. A
+// RoundTripper must not modify the request it was given.
+func cloneWithBody(req *http.Request, body io.ReadCloser) *http.Request {
+	out := new(http.Request)
+	*out = *req
+	out.Body = body
+	return out
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
+
+// redactURL is the request's URL without its query, which may carry upload
+// session state or signed parameters.
+func redactURL(req *http.Request) string {
+	u := *req.URL
+	u.RawQuery = ""
+	return u.String()
+}

@@ -1,0 +1,252 @@
+package pusher_test
+
+// Tests that a tag's reported outcome is the truth under registry behaviour
+// seen in the field: no crash, no hang, no tag reported failed that is there.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/tagpush/tagpush/internal/faults"
+	"github.com/tagpush/tagpush/internal/testregistry"
+	"github.com/tagpush/tagpush/pusher"
+	"github.com/tagpush/tagpush/queue"
+)
+
+// pushWithin runs Push and fails the test, instead of hanging it, when Push
+// has not returned after limit.
+func pushWithin(t *testing.T, limit time.Duration, p *pusher.Pusher, img remote.Taggable, tags []name.Tag) *pusher.Report {
+	t.Helper()
+	type out struct {
+		rep *pusher.Report
+		err error
+	}
+	done := make(chan out, 1)
+	go func() {
+		rep, err := p.Push(context.Background(), img, tags)
+		done <- out{rep, err}
+	}()
+	select {
+	case o := <-done:
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		return o.rep
+	case <-time.After(limit):
+		t.Fatalf("Push has not returned after %s: a tag is stuck", limit)
+		return nil
+	}
+}
+
+// A registry (or a proxy in front of it) that answers 500 before reading a
+// large upload leaves net/http reading the body after the answer is in. That
+// must not crash the run (it did: progress was sent on a channel closed
+// under the body writer), and the tags must end pushed.
+func TestEarlyAnswerDuringUploadIsRetriedWithoutCrashing(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{EarlyAnswerFirst: 6}})
+	img, err := random.Image(32<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var updates int
+	events := pusher.Events{Progress: func(pusher.Progress) { mu.Lock(); updates++; mu.Unlock() }}
+	// Three attempts for at most six early answers over two blobs and two
+	// tags: some tags fail while their bodies are still being written,
+	// and the run ends right after them.
+	for range 3 {
+		rep := pushWithin(t, time.Minute, newPusher(t, fastRetry(3), pusher.WithProgressInterval(time.Millisecond), pusher.WithEvents(events)),
+			img, tagsOn(t, reg.Host, fmt.Sprintf("acme/early-%d", time.Now().UnixNano()), 2))
+		for _, r := range rep.Results {
+			if r.Status == pusher.StatusPushed {
+				assertPresent(t, reg, []name.Tag{r.Tag}, rep.Digest)
+			} else if !strings.Contains(fmt.Sprint(r.Err), "500") {
+				t.Errorf("%s: %s: %v", r.Tag, r.Status, r.Err)
+			}
+		}
+		reg.Faults.Reset(faults.Config{EarlyAnswerFirst: 6})
+	}
+	mu.Lock()
+	if updates == 0 {
+		t.Error("no progress was reported")
+	}
+	mu.Unlock()
+	// With attempts to spare the same run pushes everything.
+	tags := tagsOn(t, reg.Host, "acme/early", 3)
+	rep := pushWithin(t, time.Minute, newPusher(t, fastRetry(8)), img, tags)
+	for _, r := range rep.Results {
+		if r.Status != pusher.StatusPushed {
+			t.Errorf("%s: %s: %v", r.Tag, r.Status, r.Err)
+		}
+	}
+	if n := reg.Faults.Stats().Injected["early-answer"]; n == 0 {
+		t.Fatal("no early answer was injected")
+	}
+	assertPresent(t, reg, tags, rep.Digest)
+}
+
+// A tag whose timeout ends while it waits to retry must not keep its queue
+// slot: with concurrency 1 every later tag would wait forever. The issue
+// saw it in 1 run of 15.
+func TestTimeoutDuringRetryWaitFreesTheSlot(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{FailAll: 503}})
+	img := smallImage(t)
+	for i := range 30 {
+		var limits []queue.Change
+		p := newPusher(t,
+			pusher.WithConcurrency(1),
+			pusher.WithTimeout(5*time.Millisecond),
+			pusher.WithRetry(5, time.Millisecond, 5*time.Millisecond),
+			pusher.WithEvents(pusher.Events{LimitChange: func(c queue.Change) { limits = append(limits, c) }}))
+		rep := pushWithin(t, 30*time.Second, p, img, tagsOn(t, reg.Host, fmt.Sprintf("acme/slot%d", i), 6))
+		for _, r := range rep.Results {
+			if r.Status != pusher.StatusFailed {
+				t.Errorf("run %d: %s ended %s against a registry that answers only 503: %v", i, r.Tag, r.Status, r.Err)
+			}
+		}
+	}
+}
+
+// ghcr.io and S3-backed registries can answer 404 for a tag read right after
+// the PUT that created it. Every tag is there: none may be reported failed.
+func TestReadAfterWriteLagIsNotAFailure(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{ReadLag: time.Second}})
+	img := smallImage(t)
+	tags := tagsOn(t, reg.Host, "acme/lag", 5)
+	rep := pushWithin(t, time.Minute, newPusher(t, fastRetry(3)), img, tags)
+	for _, r := range rep.Results {
+		if r.Status != pusher.StatusPushed || r.Attempts != 1 {
+			t.Errorf("%s: %s after %d attempt(s): %v; want pushed in 1 (the tag was there after a second)", r.Tag, r.Status, r.Attempts, r.Err)
+		}
+	}
+	assertPresent(t, reg, tags, rep.Digest)
+	if st := reg.Faults.Stats(); st.Injected["lag"] == 0 || st.ManifestPuts != len(tags) {
+		t.Errorf("lagging reads %d, manifest PUTs %d; want some lag and one PUT per tag", st.Injected["lag"], st.ManifestPuts)
+	}
+}
+
+// The registry commits a manifest PUT and the answer is lost (500 or a
+// reset). On the last attempt too, the tag is there and must be reported so.
+func TestLostAnswerOnLastAttemptIsCheckedInTheRegistry(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reset=%t", reset), func(t *testing.T) {
+			reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{LoseAnswerFirst: 100, LoseAnswerReset: reset}})
+			img := smallImage(t)
+			tags := tagsOn(t, reg.Host, "acme/lost", 4)
+			rep := pushWithin(t, time.Minute, newPusher(t, fastRetry(1)), img, tags)
+			for _, r := range rep.Results {
+				if r.Status != pusher.StatusPushed || r.Attempts != 1 || r.Digest != rep.Digest {
+					t.Errorf("%s: %s after %d attempt(s): %v; want pushed (the registry has it)", r.Tag, r.Status, r.Attempts, r.Err)
+				}
+			}
+			assertPresent(t, reg, tags, rep.Digest)
+			if n := reg.Faults.Stats().Injected["lost-answer"]; n != len(tags) {
+				t.Errorf("%d answers lost, want %d", n, len(tags))
+			}
+		})
+	}
+}
+
+// ghcr.io's 403 "You have exceeded a secondary rate limit" is a rate limit:
+// retried, and when it persists, named as one, not as missing write access.
+func TestSecondaryRateLimitIsRetriedAndNamed(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{SecondaryRateLimitFirst: 3}})
+	img := smallImage(t)
+	tags := tagsOn(t, reg.Host, "acme/rl", 6)
+	rep := pushWithin(t, time.Minute, newPusher(t, fastRetry(5)), img, tags)
+	for _, r := range rep.Results {
+		if r.Status != pusher.StatusPushed {
+			t.Errorf("%s: %s: %v", r.Tag, r.Status, r.Err)
+		}
+	}
+	if rep.Stats.Faults[pusher.FaultRateLimited] != 3 {
+		t.Errorf("faults = %v, want 3 secondary rate limits", rep.Stats.Faults)
+	}
+
+	reg.Faults.Reset(faults.Config{SecondaryRateLimitFirst: 1000})
+	rep = pushWithin(t, time.Minute, newPusher(t, fastRetry(2)), img, tagsOn(t, reg.Host, "acme/rl2", 1))
+	r := rep.Results[0]
+	msg := fmt.Sprint(r.Err)
+	if r.Status != pusher.StatusFailed || r.Attempts != 2 || !strings.Contains(msg, "rate-limited") || strings.Contains(msg, "write access") {
+		t.Errorf("persistent secondary rate limit: %s after %d attempt(s): %q; want failed after 2, named a rate limit", r.Status, r.Attempts, msg)
+	}
+}
+
+// Nothing listening is not overload: the limit stays, and the run ends in
+// seconds with a message that names the address, not after every tag has
+// spent its attempts on backoff.
+func TestConnectionRefusedEndsQuicklyWithoutLoweringTheLimit(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	var changes []queue.Change
+	var mu sync.Mutex
+	p := newPusher(t, pusher.WithConcurrency(4), pusher.WithEvents(pusher.Events{LimitChange: func(c queue.Change) {
+		mu.Lock()
+		changes = append(changes, c)
+		mu.Unlock()
+	}}))
+	tags := tagsOn(t, addr, "acme/app", 12)
+	rep := pushWithin(t, time.Minute, p, smallImage(t), tags)
+	for _, r := range rep.Results {
+		msg := fmt.Sprint(r.Err)
+		if r.Status != pusher.StatusFailed || !strings.Contains(msg, "could not connect to "+addr) {
+			t.Errorf("%s: %s: %q; want failed, naming %s", r.Tag, r.Status, msg, addr)
+		}
+		if r.Attempts >= 5 {
+			t.Errorf("%s: %d attempts; a refused connection must not use the whole budget", r.Tag, r.Attempts)
+		}
+	}
+	if len(changes) != 0 || rep.Stats.FinalLimit[addr] != 4 {
+		t.Errorf("limit changes %v, final limit %d; want none and 4", changes, rep.Stats.FinalLimit[addr])
+	}
+}
+
+// A registry that redirects a manifest PUT to itself: the client must stop
+// after a bounded number of redirects and say "redirect loop".
+func TestRedirectLoopIsBounded(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{RedirectManifestPuts: true}})
+	tags := tagsOn(t, reg.Host, "acme/loop", 2)
+	rep := pushWithin(t, time.Minute, newPusher(t, fastRetry(3), pusher.WithTimeout(20*time.Second)), smallImage(t), tags)
+	for _, r := range rep.Results {
+		if r.Status != pusher.StatusFailed || r.Attempts != 1 || !strings.Contains(fmt.Sprint(r.Err), "redirect loop") {
+			t.Errorf("%s: %s after %d attempt(s): %v; want failed at once with a redirect loop", r.Tag, r.Status, r.Attempts, r.Err)
+		}
+	}
+	if puts := reg.Faults.Stats().Injected["redirect"]; puts > len(tags)*11 {
+		t.Errorf("the registry saw %d redirected PUTs for %d tags", puts, len(tags))
+	}
+}
+
+// An answer that stalls after its headers is abandoned after the stall
+// timeout and retried, instead of holding the tag until its own timeout.
+func TestStalledAnswerIsAbandonedAndRetried(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{StallFirst: 2}})
+	tags := tagsOn(t, reg.Host, "acme/stall", 3)
+	rep := pushWithin(t, time.Minute, newPusher(t, fastRetry(5), pusher.WithStallTimeout(300*time.Millisecond), pusher.WithTimeout(20*time.Second)), smallImage(t), tags)
+	retried := 0
+	for _, r := range rep.Results {
+		if r.Status != pusher.StatusPushed {
+			t.Errorf("%s: %s: %v", r.Tag, r.Status, r.Err)
+		}
+		if r.Attempts > 1 {
+			retried++
+		}
+	}
+	if reg.Faults.Stats().Injected["stall"] != 2 || retried == 0 {
+		t.Errorf("stalls %d, tags retried %d; want 2 stalls that cost retries", reg.Faults.Stats().Injected["stall"], retried)
+	}
+	assertPresent(t, reg, tags, rep.Digest)
+}
