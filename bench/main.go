@@ -98,6 +98,15 @@ func run() error {
 	}
 	defer reg.Close()
 
+	if slices.Contains(s.contenders, "oras") && os.Getenv(orasEnv) == "" {
+		fmt.Fprintln(os.Stderr, "bench: installing oras (the first run builds it)")
+		bin, err := testregistry.Tool(ctx, testregistry.OrasModule, "oras")
+		if err != nil {
+			return err
+		}
+		os.Setenv(orasEnv, bin)
+	}
+
 	switch {
 	case s.memory:
 		return memoryBench(ctx, s, reg, work)
@@ -197,10 +206,14 @@ func printRatios(rows []row) {
 		}
 	}
 	for _, r := range rows {
-		if r.Scenario != "none" && r.Contender == "tagpush" {
-			if h := get("none", "tagpush"); h != nil {
-				fmt.Printf("- %s: tagpush / tagpush healthy = %.2fx\n", r.Scenario, r.WallSeconds/h.WallSeconds)
-			}
+		if r.Contender != "tagpush" {
+			continue
+		}
+		if o := get(r.Scenario, "oras"); o != nil {
+			fmt.Printf("- %s: tagpush / oras = %.2fx (tags pushed per run: tagpush %s, oras %s)\n", r.Scenario, r.WallSeconds/o.WallSeconds, joinInts(r.Pushed), joinInts(o.Pushed))
+		}
+		if h := get("none", "tagpush"); h != nil && r.Scenario != "none" {
+			fmt.Printf("- %s: tagpush / tagpush healthy = %.2fx\n", r.Scenario, r.WallSeconds/h.WallSeconds)
 		}
 	}
 }
@@ -220,7 +233,7 @@ func runOnce(ctx context.Context, contender string, reg *testregistry.Registry, 
 		return sample{}, err
 	}
 	cmd := exec.CommandContext(ctx, self, "worker", "--contender", contender, "--registry", reg.Host, "--repo", repo, "--source", src, "--tags", fmt.Sprint(tags))
-	cmd.Env = []string{"HOME=" + os.TempDir(), "PATH=" + os.Getenv("PATH")}
+	cmd.Env = []string{"HOME=" + os.TempDir(), "PATH=" + os.Getenv("PATH"), orasEnv + "=" + os.Getenv(orasEnv)}
 	cmd.Stderr = os.Stderr
 	start := time.Now()
 	out, err := cmd.Output()
@@ -232,7 +245,7 @@ func runOnce(ctx context.Context, contender string, reg *testregistry.Registry, 
 	if err := json.Unmarshal(out, &res); err != nil {
 		return sample{}, fmt.Errorf("%s worker said %q: %w", contender, out, err)
 	}
-	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss * 1024
+	rss := max(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss*1024, res.ChildRSS)
 	return sample{wall: wall, rss: rss, stats: reg.Faults.Stats(), errs: res.Errors}, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -22,6 +24,17 @@ type worker struct {
 type workerResult struct {
 	Pushed int      `json:"pushed"`
 	Errors []string `json:"errors"`
+	// ChildRSS is the peak memory of a program the worker ran (oras), in bytes.
+	ChildRSS int64 `json:"child_rss"`
+}
+
+// childRSS is where a contender that runs another program leaves its peak memory.
+var childRSS int64
+
+func (worker) childRSS(cmd *exec.Cmd) {
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		childRSS = ru.Maxrss * 1024
+	}
 }
 
 func (w worker) tags() []name.Tag {
@@ -61,7 +74,7 @@ func runWorker(args []string) int {
 		return 2
 	}
 	pushed, errs := c(context.Background(), w)
-	if err := json.NewEncoder(os.Stdout).Encode(workerResult{Pushed: pushed, Errors: errs}); err != nil {
+	if err := json.NewEncoder(os.Stdout).Encode(workerResult{Pushed: pushed, Errors: errs, ChildRSS: childRSS}); err != nil {
 		return 1
 	}
 	return 0

@@ -94,11 +94,11 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag)
 	r := &run{
 		cfg:     p.cfg,
 		content: c,
-		regs:    newRegistries(p.cfg.now),
+		regs:    newRegistries(p.cfg.now, p.cfg.maxRetryDelay),
 		faults:  make(map[Fault]int),
 	}
 	r.uploads = &uploadCounter{inner: &stallWatchdog{inner: p.cfg.transport, idle: p.cfg.stallTimeout}}
-	r.transport = &redirectLimitTransport{inner: &retryAfterTransport{inner: r.uploads, regs: r.regs}}
+	r.transport = &redirectLimitTransport{inner: &pauseTransport{regs: r.regs, inner: &retryAfterTransport{inner: r.uploads, regs: r.regs}}}
 	r.puller, err = remote.NewPuller(r.remoteOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("set up registry client: %w", err)

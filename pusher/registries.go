@@ -11,17 +11,22 @@ import (
 // connections.
 type registries struct {
 	now func() time.Time
+	// maxWait caps a registry's announced wait (max-retry-delay): a
+	// Retry-After of an hour must not hold a CI job for an hour.
+	maxWait time.Duration
 
 	mu           sync.Mutex
 	until        map[string]time.Time
 	refusedSince map[string]time.Time
 }
 
-func newRegistries(now func() time.Time) *registries {
-	return &registries{now: now, until: make(map[string]time.Time), refusedSince: make(map[string]time.Time)}
+func newRegistries(now func() time.Time, maxWait time.Duration) *registries {
+	return &registries{now: now, maxWait: maxWait, until: make(map[string]time.Time), refusedSince: make(map[string]time.Time)}
 }
 
+// noteWait records a wait the registry announced, capped by maxWait.
 func (r *registries) noteWait(host string, d time.Duration) {
+	d = min(d, r.maxWait)
 	if d <= 0 {
 		return
 	}

@@ -17,11 +17,12 @@ import (
 // including those go-containerregistry makes on its own (ping, token, mounts).
 // None of them retries: retry-go, in pushTag, owns retries.
 //
-// From the outside in: redirectLimit -> retryAfter -> uploadCounter ->
-// stallWatchdog -> the HTTP transport.
+// From the outside in: redirectLimit -> pause -> retryAfter -> uploadCounter
+// -> stallWatchdog -> the HTTP transport.
 
 var (
 	_ http.RoundTripper = (*redirectLimitTransport)(nil)
+	_ http.RoundTripper = (*pauseTransport)(nil)
 	_ http.RoundTripper = (*retryAfterTransport)(nil)
 	_ http.RoundTripper = (*uploadCounter)(nil)
 	_ http.RoundTripper = (*stallWatchdog)(nil)
@@ -58,6 +59,33 @@ func (t *redirectLimitTransport) RoundTrip(req *http.Request) (*http.Response, e
 	if n > maxRedirects {
 		closeBody(req)
 		return nil, &RedirectLoopError{URL: redactURL(req), Redirects: n}
+	}
+	return t.inner.RoundTrip(req)
+}
+
+// pauseTransport holds every write (POST, PATCH, PUT) to a registry that
+// announced a wait (a 429, or a 503 with Retry-After, to any request of this
+// run) until the wait ends. The announcement speaks for the client, not for
+// the one request that got it: other tags writing meanwhile would only earn
+// more 429s. Reads are not held; they are what registries rate-limit least and
+// verification needs them.
+type pauseTransport struct {
+	inner http.RoundTripper
+	regs  *registries
+}
+
+func (t *pauseTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodPost || req.Method == http.MethodPatch || req.Method == http.MethodPut {
+		for {
+			wait := t.regs.remaining(req.URL.Host)
+			if wait <= 0 {
+				break
+			}
+			if err := sleep(req.Context(), wait); err != nil {
+				closeBody(req)
+				return nil, err
+			}
+		}
 	}
 	return t.inner.RoundTrip(req)
 }

@@ -250,3 +250,62 @@ func TestStalledAnswerIsAbandonedAndRetried(t *testing.T) {
 	}
 	assertPresent(t, reg, tags, rep.Digest)
 }
+
+// A 429 with Retry-After speaks for every request to that registry: no new
+// write may reach it until the announced wait ends, from any tag.
+func TestRetryAfterPausesEveryWriteToTheRegistry(t *testing.T) {
+	// 20 ms a request keeps the other tags writing well past the 429.
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{TooManyFirst: 1, RetryAfter: "2", Latency: 20 * time.Millisecond}})
+	tags := tagsOn(t, reg.Host, "acme/pause", 40)
+	rep := pushWithin(t, time.Minute, newPusher(t, pusher.WithConcurrency(4), pusher.WithRetry(5, 10*time.Millisecond, 10*time.Second)), smallImage(t), tags)
+	for _, r := range rep.Results {
+		if r.Status != pusher.StatusPushed {
+			t.Errorf("%s: %s: %v", r.Tag, r.Status, r.Err)
+		}
+	}
+	st := reg.Faults.Stats()
+	// The 429 went to the first manifest PUT the registry saw.
+	var first time.Time
+	for _, times := range st.ManifestPutTimes {
+		for _, at := range times {
+			if first.IsZero() || at.Before(first) {
+				first = at
+			}
+		}
+	}
+	// Writes already on their way when the 429 was answered may arrive
+	// just after it; none may start later, until the 2 s are over.
+	from, until := first.Add(200*time.Millisecond), first.Add(1900*time.Millisecond)
+	var during int
+	for _, w := range st.Writes {
+		if w.At.After(from) && w.At.Before(until) {
+			during++
+		}
+	}
+	if during != 0 {
+		t.Errorf("%d writes reached the registry during its announced 2s wait", during)
+	}
+}
+
+// A 6 s outage of every write, starting mid-push, is ridden out with the
+// default retry settings: fast first retries must not spend the attempt
+// budget in the first seconds of an incident.
+func TestOutageIsRiddenOutWithDefaults(t *testing.T) {
+	cfg, err := faults.Preset("outage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Latency = 20 * time.Millisecond
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: cfg})
+	tags := tagsOn(t, reg.Host, "acme/outage", 20)
+	rep := pushWithin(t, 2*time.Minute, newPusher(t), smallImage(t), tags)
+	for _, r := range rep.Results {
+		if r.Status != pusher.StatusPushed {
+			t.Errorf("%s: %s after %d attempt(s): %v", r.Tag, r.Status, r.Attempts, r.Err)
+		}
+	}
+	if n := reg.Faults.Stats().Injected["outage"]; n == 0 {
+		t.Fatal("the outage hit no write")
+	}
+	assertPresent(t, reg, tags, rep.Digest)
+}

@@ -67,6 +67,9 @@ type Config struct {
 	// EarlyAnswerFirst answers the first n blob PATCHes with 500 before
 	// reading any of their body, as a registry or proxy that is overloaded does.
 	EarlyAnswerFirst int
+	// Outage answers every write with 503 for Outage, starting OutageAfter
+	// after the first request the layer sees: a registry incident mid-push.
+	OutageAfter, Outage time.Duration
 	// StallFirst answers the first n writes with the headers and the first
 	// bytes of a 500, then sends nothing more until the client goes away.
 	StallFirst int
@@ -83,7 +86,7 @@ type Config struct {
 }
 
 // Modes are the names Preset knows.
-var Modes = []string{"none", "ghcr", "429", "429-ghcr", "reset", "slow", "flaky", "lag", "lost-answer", "403-rate-limit"}
+var Modes = []string{"none", "ghcr", "429", "429-ghcr", "reset", "slow", "flaky", "outage", "lag", "lost-answer", "403-rate-limit"}
 
 // Preset returns the configuration of a named fault mode.
 func Preset(mode string) (Config, error) {
@@ -102,6 +105,8 @@ func Preset(mode string) (Config, error) {
 		return Config{SlowRate: 0.2, Slow: 500 * time.Millisecond}, nil
 	case "flaky":
 		return Config{MaxWrites: 3, WriteErrorRate: 0.02, TooManyRate: 0.03, RetryAfter: "1", ResetRate: 0.05}, nil
+	case "outage":
+		return Config{OutageAfter: 200 * time.Millisecond, Outage: 6 * time.Second}, nil
 	case "lag":
 		return Config{ReadLag: time.Second}, nil
 	case "lost-answer":
@@ -168,6 +173,7 @@ type Layer struct {
 	stats    Stats
 	bw       bandwidth
 	putAt    map[string]time.Time // when each manifest path was last written
+	first    time.Time            // the first request since Reset
 }
 
 // New returns a layer in front of next.
@@ -192,6 +198,7 @@ func (l *Layer) Reset(cfg Config) {
 	}
 	l.bw = bandwidth{rate: cfg.UploadBytesPerSec}
 	l.putAt = make(map[string]time.Time)
+	l.first = time.Time{}
 }
 
 // Stats returns a copy of the counters.
@@ -279,6 +286,9 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 	manifestPut := k.manifest && r.Method == http.MethodPut
 	read := r.Method == http.MethodGet || r.Method == http.MethodHead
 	switch {
+	case write && c.Outage > 0 && inWindow(time.Since(l.first), c.OutageAfter, c.Outage):
+		d.status, d.fault = http.StatusServiceUnavailable, "outage"
+		d.body = ociError("UNAVAILABLE", "service unavailable")
 	case c.FailAll != 0:
 		d.status, d.fault = c.FailAll, fmt.Sprint(c.FailAll)
 		d.body = ociError("UNAVAILABLE", "service unavailable")
@@ -337,6 +347,8 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 	return d
 }
 
+func inWindow(t, from, length time.Duration) bool { return t >= from && t < from+length }
+
 func ociError(code, msg string) string {
 	b, _ := json.Marshal(map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}})
 	return string(b)
@@ -347,6 +359,9 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	write := isWrite(r.Method)
 
 	l.mu.Lock()
+	if l.first.IsZero() {
+		l.first = time.Now()
+	}
 	l.stats.Requests++
 	l.stats.ByMethod[r.Method]++
 	if user, _, ok := r.BasicAuth(); ok {

@@ -63,19 +63,30 @@ func Binary(ctx context.Context) (string, error) {
 	if p := os.Getenv("TAGPUSH_REGISTRY_BIN"); p != "" {
 		return p, nil
 	}
+	return Tool(ctx, Module, "registry")
+}
+
+// OrasModule is the best peer the benchmark races: oras cp.
+const OrasModule = "oras.land/oras/cmd/oras@v1.3.6"
+
+// Tool returns the path of the binary bin that `go install module` builds,
+// installing it once into the user cache (tagpush/<name>-<version>), outside
+// the product's module. Test packages run in parallel: one installs, the
+// others wait on a lock.
+func Tool(ctx context.Context, module, bin string) (string, error) {
 	cache, err := os.UserCacheDir()
 	if err != nil {
-		return "", fmt.Errorf("find a cache directory for the registry binary: %w", err)
+		return "", fmt.Errorf("find a cache directory for %s: %w", bin, err)
 	}
-	dir := filepath.Join(cache, "tagpush", "distribution-v3.1.2")
-	bin := filepath.Join(dir, "registry")
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
+	version := module[strings.LastIndex(module, "@")+1:]
+	dir := filepath.Join(cache, "tagpush", toolDir(module, bin, version))
+	path := filepath.Join(dir, bin)
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	// Test packages run in parallel: one installs, the others wait on the lock.
 	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return "", err
@@ -85,24 +96,33 @@ func Binary(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("lock %s: %w", dir, err)
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
 	}
+	fmt.Fprintf(os.Stderr, "tagpush: building %s into %s (once per machine; it takes a few minutes)\n", module, dir)
 	tmp, err := os.MkdirTemp(dir, "install-")
 	if err != nil {
 		return "", err
 	}
 	defer os.RemoveAll(tmp)
-	cmd := exec.CommandContext(ctx, "go", "install", Module)
+	cmd := exec.CommandContext(ctx, "go", "install", module)
 	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOFLAGS=", "GOWORK=off")
 	cmd.Dir = tmp
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go install %s: %w\n%s", Module, err, out)
+		return "", fmt.Errorf("go install %s: %w\n%s", module, err, out)
 	}
-	if err := os.Rename(filepath.Join(tmp, "registry"), bin); err != nil {
+	if err := os.Rename(filepath.Join(tmp, bin), path); err != nil {
 		return "", err
 	}
-	return bin, nil
+	return path, nil
+}
+
+// toolDir keeps the cache layout earlier versions used for the registry.
+func toolDir(module, bin, version string) string {
+	if module == Module {
+		return "distribution-" + version
+	}
+	return bin + "-" + version
 }
 
 // Start starts a registry with an in-memory store.
