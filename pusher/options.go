@@ -131,37 +131,30 @@ func WithTimeout(d time.Duration) Option {
 // WithStallTimeout abandons (and retries) a request that sends none of its
 // body, or receives none of its answer's, for d. Default 30s; 0 turns it off.
 func WithStallTimeout(d time.Duration) Option {
-	return func(c *config) error {
-		if d < 0 {
-			return fmt.Errorf("stall timeout must not be negative, got %s", d)
-		}
-		c.stallTimeout = d
-		return nil
-	}
+	return durationOption("stall timeout", d, func(c *config) { c.stallTimeout = d })
 }
 
 // WithVerifyWindow sets how long a tag the registry accepted may read as
 // missing (or as another digest) before the attempt counts as failed: reads
 // after writes lag on ghcr.io and S3-backed registries. Default 10s.
 func WithVerifyWindow(d time.Duration) Option {
-	return func(c *config) error {
-		if d < 0 {
-			return fmt.Errorf("verify window must not be negative, got %s", d)
-		}
-		c.verifyWindow = d
-		return nil
-	}
+	return durationOption("verify window", d, func(c *config) { c.verifyWindow = d })
 }
 
 // WithConnectGrace sets how long a registry that refuses connections is
 // believed to be restarting: refused attempts are retried until the registry
 // has refused for d, then every tag bound for it fails at once. Default 3s.
 func WithConnectGrace(d time.Duration) Option {
+	return durationOption("connect grace", d, func(c *config) { c.connectGrace = d })
+}
+
+// durationOption refuses a negative d, naming what it is, and otherwise sets it.
+func durationOption(what string, d time.Duration, set func(*config)) Option {
 	return func(c *config) error {
 		if d < 0 {
-			return fmt.Errorf("connect grace must not be negative, got %s", d)
+			return fmt.Errorf("%s must not be negative, got %s", what, d)
 		}
-		c.connectGrace = d
+		set(c)
 		return nil
 	}
 }

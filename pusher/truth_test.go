@@ -193,7 +193,9 @@ func TestConnectionRefusedEndsQuicklyWithoutLoweringTheLimit(t *testing.T) {
 	l.Close()
 	var changes []queue.Change
 	var mu sync.Mutex
-	p := newPusher(t, pusher.WithConcurrency(4), pusher.WithEvents(pusher.Events{LimitChange: func(c queue.Change) {
+	// Eight attempts 200 ms apart, doubling, would take 25 s: the defaults.
+	const budget = 8
+	p := newPusher(t, pusher.WithConcurrency(4), pusher.WithRetry(budget, 200*time.Millisecond, 30*time.Second), pusher.WithEvents(pusher.Events{LimitChange: func(c queue.Change) {
 		mu.Lock()
 		changes = append(changes, c)
 		mu.Unlock()
@@ -205,8 +207,8 @@ func TestConnectionRefusedEndsQuicklyWithoutLoweringTheLimit(t *testing.T) {
 		if r.Status != pusher.StatusFailed || !strings.Contains(msg, "could not connect to "+addr) {
 			t.Errorf("%s: %s: %q; want failed, naming %s", r.Tag, r.Status, msg, addr)
 		}
-		if r.Attempts >= 5 {
-			t.Errorf("%s: %d attempts; a refused connection must not use the whole budget", r.Tag, r.Attempts)
+		if r.Attempts >= budget || r.Duration > 10*time.Second {
+			t.Errorf("%s: %d attempts in %s; a refused connection must end the tag in seconds, not spend the budget of %d", r.Tag, r.Attempts, r.Duration, budget)
 		}
 	}
 	if len(changes) != 0 || rep.Stats.FinalLimit[addr] != 4 {
