@@ -183,11 +183,7 @@ func classifyStatus(terr *transport.Error) verdict {
 // (the only place tagpush reads a registry's words); the same token pushes
 // other tags of the repository meanwhile.
 func secondaryRateLimit(terr *transport.Error) bool {
-	for _, d := range terr.Errors {
-		if strings.Contains(strings.ToLower(d.Message), "rate limit") {
-			return true
-		}
-	}
+	// Error() holds every diagnostic's message, or the body when it had none.
 	return strings.Contains(strings.ToLower(terr.Error()), "rate limit")
 }
 

@@ -407,10 +407,8 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case d.early:
 		// Answer before reading the body; net/http then closes the
 		// connection under the client's body writer.
-		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Connection", "close")
-		w.WriteHeader(d.status)
-		_, _ = io.WriteString(w, d.body)
+		writeError(w, d.status, d.body)
 		return
 	case d.stall:
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -436,12 +434,10 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case d.status != 0:
 		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
 		if d.retryAfter != "" {
 			w.Header().Set("Retry-After", d.retryAfter)
 		}
-		w.WriteHeader(d.status)
-		_, _ = io.WriteString(w, d.body)
+		writeError(w, d.status, d.body)
 		return
 	}
 
@@ -484,9 +480,14 @@ func (l *Layer) loseAnswer(w http.ResponseWriter, r *http.Request) {
 		l.reset(w, r, 0)
 		return
 	}
+	writeError(w, http.StatusInternalServerError, ociError("UNKNOWN", "unknown error"))
+}
+
+// writeError answers with status and an OCI error body.
+func writeError(w http.ResponseWriter, status int, body string) {
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusInternalServerError)
-	_, _ = io.WriteString(w, ociError("UNKNOWN", "unknown error"))
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body)
 }
 
 // discardRecorder takes the registry's answer and sends it nowhere.
