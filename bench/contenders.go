@@ -43,11 +43,7 @@ func orasCp(ctx context.Context, w worker) (int, []string) {
 	if bin == "" {
 		return 0, []string{orasEnv + " is not set"}
 	}
-	img, err := w.image()
-	if err != nil {
-		return 0, []string{err.Error()}
-	}
-	digest, err := img.Digest()
+	digest, err := w.digest()
 	if err != nil {
 		return 0, []string{err.Error()}
 	}

@@ -48,6 +48,7 @@ func main() {
 
 type settings struct {
 	tags, layers, layerMiB, runs int
+	platforms                    int
 	scenarios                    []string
 	contenders                   []string
 	latency                      time.Duration
@@ -62,6 +63,7 @@ func run() error {
 	flag.IntVar(&s.tags, "tags", 20, "tags per run")
 	flag.IntVar(&s.layers, "layers", 5, "layers in the generated image")
 	flag.IntVar(&s.layerMiB, "layer-mib", 8, "MiB of random bytes per layer")
+	flag.IntVar(&s.platforms, "platforms", 1, "platforms of the image: more than 1 pushes an index, each platform with its own layers (oras and tagpush only)")
 	flag.IntVar(&s.runs, "runs", 3, "runs of each contender per scenario (the median is reported)")
 	flag.StringVar(&scenarios, "faults", "none,ghcr", "fault modes to run, comma-separated ("+strings.Join(faults.Modes, ", ")+")")
 	flag.StringVar(&who, "contenders", strings.Join(order, ","), "contenders to run")
@@ -135,8 +137,12 @@ type row struct {
 
 func raceBench(ctx context.Context, s settings, reg *testregistry.Registry, work string) error {
 	dir := filepath.Join(work, "image")
-	fmt.Fprintf(os.Stderr, "bench: generating a %d x %d MiB image\n", s.layers, s.layerMiB)
-	digest, err := testimage.WriteRandomLayout(dir, s.layers, int64(s.layerMiB)<<20, 1)
+	platforms := []string(nil)
+	if s.platforms > 1 {
+		platforms = []string{"linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x", "linux/ppc64le", "linux/riscv64"}[:min(s.platforms, 6)]
+	}
+	fmt.Fprintf(os.Stderr, "bench: generating a %d x %d MiB image for %d platform(s)\n", s.layers, s.layerMiB, max(len(platforms), 1))
+	digest, err := testimage.WriteRandomIndexLayout(dir, platforms, s.layers, int64(s.layerMiB)<<20, 1)
 	if err != nil {
 		return err
 	}
@@ -170,6 +176,9 @@ func raceBench(ctx context.Context, s settings, reg *testregistry.Registry, work
 	}
 	if s.asJSON {
 		return json.NewEncoder(os.Stdout).Encode(rows)
+	}
+	if len(platforms) > 0 {
+		fmt.Printf("An index of %d platforms, each: ", len(platforms))
 	}
 	fmt.Printf("Image: %d x %d MiB random layers (%s of blobs). Registry: Distribution v3.1.2 behind the fault layer, %s latency per request, %.0f Mbit/s upload cap. %d runs each, median shown.\n\n",
 		s.layers, s.layerMiB, mib(blobBytes), s.latency, s.mbit, s.runs)
@@ -290,13 +299,33 @@ func imageBlobBytes(dir string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	m, err := img.Taggable.(v1.Image).Manifest()
-	if err != nil {
-		return 0, err
+	var images []v1.Image
+	switch t := img.Taggable.(type) {
+	case v1.Image:
+		images = append(images, t)
+	case v1.ImageIndex:
+		m, err := t.IndexManifest()
+		if err != nil {
+			return 0, err
+		}
+		for _, d := range m.Manifests {
+			i, err := t.Image(d.Digest)
+			if err != nil {
+				return 0, err
+			}
+			images = append(images, i)
+		}
 	}
-	n := m.Config.Size
-	for _, l := range m.Layers {
-		n += l.Size
+	var n int64
+	for _, i := range images {
+		m, err := i.Manifest()
+		if err != nil {
+			return 0, err
+		}
+		n += m.Config.Size
+		for _, l := range m.Layers {
+			n += l.Size
+		}
 	}
 	return n, nil
 }

@@ -57,6 +57,19 @@ func (w worker) image() (v1.Image, error) {
 	return i, nil
 }
 
+// digest is the digest of the source: an image's or an index's.
+func (w worker) digest() (v1.Hash, error) {
+	img, err := source.Open(context.Background(), w.Source, source.Options{})
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	d, ok := img.Taggable.(interface{ Digest() (v1.Hash, error) })
+	if !ok {
+		return v1.Hash{}, fmt.Errorf("%s has no digest", w.Source)
+	}
+	return d.Digest()
+}
+
 func runWorker(args []string) int {
 	var w worker
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)

@@ -122,3 +122,17 @@ func (c *content) addIndex(idx v1.ImageIndex, seen map[v1.Hash]bool) error {
 	}
 	return nil
 }
+
+// childrenByKind splits an index's children into platform images, which can
+// be written in any order, and indexes, which must follow their own children
+// (they are listed after them).
+func (c *content) childrenByKind() (images, indexes []child) {
+	for _, ch := range c.children {
+		if _, ok := ch.t.(v1.ImageIndex); ok {
+			indexes = append(indexes, ch)
+		} else {
+			images = append(images, ch)
+		}
+	}
+	return images, indexes
+}

@@ -1,12 +1,14 @@
 // Package pusher pushes one image or index to many tags through go-containerregistry.
 //
-// Blobs go to each repository once, however many tags share them, and the same
-// blob is never uploaded twice at once (go-containerregistry's Pusher dedupes by
-// digest); each tag then costs one manifest PUT and one HEAD that proves the tag
-// resolves to the pushed digest. Each tag is retried as a whole under a policy
-// owned by retry-go, with go-containerregistry's own retries turned off so the
-// attempts reported are the attempts made. Tags run through a queue with one
-// adaptive limit per registry.
+// Each destination repository first gets the image's blobs (and an index's
+// child manifests), once, however many tags share it: the blob phase (see
+// blobs.go). Each tag then costs one manifest PUT and one read that proves
+// the tag resolves to the pushed digest. Every write (a blob upload, a
+// manifest PUT) holds a slot of its registry's adaptive limit, from the queue
+// package; reads hold none. Each step (a blob, a child manifest, a tag) is
+// retried on its own under a policy owned by retry-go, with
+// go-containerregistry's own retries turned off so the attempts reported are
+// the attempts made.
 package pusher
 
 import (
@@ -20,7 +22,6 @@ import (
 
 	"github.com/avast/retry-go/v4"
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
@@ -50,8 +51,11 @@ type Result struct {
 type Stats struct {
 	// Faults counts failed attempts by kind.
 	Faults map[Fault]int
-	// Retries is how many attempts were followed by another.
+	// Retries is how many attempts of tags were followed by another.
 	Retries int
+	// BlobRetries is how many attempts of blob and child-manifest writes
+	// (shared by the tags of a repository) were followed by another.
+	BlobRetries int
 	// BackoffWait is the total time tags spent waiting between attempts.
 	BackoffWait time.Duration
 	// PeakConcurrency is, per registry, the most tags that were in flight at once.
@@ -104,6 +108,12 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag)
 		return nil, fmt.Errorf("set up registry client: %w", err)
 	}
 
+	// Blob phases run for the tags of a repository, not for one tag: they
+	// end when the run does.
+	var cancelPhases context.CancelFunc
+	r.phaseCtx, cancelPhases = context.WithCancel(ctx)
+	defer cancelPhases()
+
 	limiters := make(map[string]*queue.Limiter)
 	repos := make(map[name.Repository]*repoState)
 	jobs := make([]queue.Job[Result], len(tags))
@@ -116,7 +126,7 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag)
 		}
 		rs, ok := repos[tag.Repository]
 		if !ok {
-			rs = &repoState{repo: tag.Repository, run: r}
+			rs = &repoState{repo: tag.Repository, run: r, lim: lim}
 			repos[tag.Repository] = rs
 		}
 		jobs[i] = queue.Job[Result]{Limiter: lim, Do: func(ctx context.Context, s *queue.Slot) (Result, error) {
@@ -126,6 +136,8 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag)
 
 	stopProgress := r.reportProgress()
 	results := queue.Run(ctx, jobs)
+	cancelPhases()
+	r.phases.Wait()
 	stopProgress()
 
 	rep := &Report{Digest: c.digest.String(), Results: make([]Result, len(tags))}
@@ -151,10 +163,17 @@ type run struct {
 	regs      *registries
 	puller    *remote.Puller
 
-	mu      sync.Mutex
-	faults  map[Fault]int
-	retries int
-	waited  time.Duration
+	// phaseCtx bounds the blob phases, which serve several tags; phases
+	// counts those running.
+	phaseCtx context.Context
+	phases   sync.WaitGroup
+
+	mu          sync.Mutex
+	faults      map[Fault]int
+	retries     int
+	blobRetries int
+	waited      time.Duration
+	chunked     map[string]bool // registries that refused a monolithic upload
 }
 
 func (r *run) newLimiter(reg string) *queue.Limiter {
@@ -191,11 +210,30 @@ func (r *run) noteFault(f Fault) {
 	r.mu.Unlock()
 }
 
-func (r *run) noteWait(d time.Duration) {
+func (r *run) noteWait(d time.Duration, blob bool) {
 	r.mu.Lock()
-	r.retries++
+	if blob {
+		r.blobRetries++
+	} else {
+		r.retries++
+	}
 	r.waited += d
 	r.mu.Unlock()
+}
+
+func (r *run) chunkedOnly(host string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.chunked[host]
+}
+
+func (r *run) noteChunkedOnly(host string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.chunked == nil {
+		r.chunked = make(map[string]bool)
+	}
+	r.chunked[host] = true
 }
 
 func (r *run) stats(limiters map[string]*queue.Limiter) Stats {
@@ -204,6 +242,7 @@ func (r *run) stats(limiters map[string]*queue.Limiter) Stats {
 	s := Stats{
 		Faults:          make(map[Fault]int, len(r.faults)),
 		Retries:         r.retries,
+		BlobRetries:     r.blobRetries,
 		BackoffWait:     r.waited,
 		PeakConcurrency: make(map[string]int, len(limiters)),
 		FinalLimit:      make(map[string]int, len(limiters)),
@@ -218,101 +257,6 @@ func (r *run) stats(limiters map[string]*queue.Limiter) Stats {
 		s.FinalLimit[reg] = l.Limit()
 	}
 	return s
-}
-
-// repoState is one destination repository's share of a run.
-type repoState struct {
-	repo name.Repository
-	run  *run
-
-	mu sync.Mutex
-	gp *remote.Pusher // remembers which blobs this run has put in repo
-	// started marks the blobs some attempt has begun to upload with gp, so
-	// that attempts starting together take different blobs first and keep the
-	// uplink busy, instead of queueing behind the same one.
-	started map[v1.Hash]bool
-}
-
-// pusher returns the repository's go-containerregistry Pusher.
-func (rs *repoState) pusher() (*remote.Pusher, error) {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if rs.gp == nil {
-		gp, err := remote.NewPusher(rs.run.remoteOptions()...)
-		if err != nil {
-			return nil, err
-		}
-		rs.gp, rs.started = gp, make(map[v1.Hash]bool)
-	}
-	return rs.gp, nil
-}
-
-// claim returns the next blob no attempt has started on with gp, marking it
-// started, or false when every blob has been started.
-func (rs *repoState) claim(gp *remote.Pusher) (blob, bool) {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if rs.gp != gp {
-		return blob{}, false
-	}
-	for _, b := range rs.run.content.blobs {
-		if !rs.started[b.digest] {
-			rs.started[b.digest] = true
-			return b, true
-		}
-	}
-	return blob{}, false
-}
-
-// forget drops what gp believed the repository holds, after the registry lost
-// a blob: the next attempt checks every blob again and uploads what is missing.
-func (rs *repoState) forget(gp *remote.Pusher) {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if rs.gp == gp {
-		rs.gp = nil
-	}
-}
-
-// attempt writes one tag once: the repository's blobs (each once per run), an
-// index's child manifests, then the tag's manifest. put is set once the
-// manifest PUT has been sent, whatever its answer: from then on the tag may be
-// in the registry, and a failure is checked there before it is reported.
-func (rs *repoState) attempt(ctx context.Context, tag name.Tag, put *bool) (*remote.Pusher, error) {
-	c := rs.run.content
-	gp, err := rs.pusher()
-	if err != nil {
-		return nil, err
-	}
-	upload := func(b blob) error {
-		if err := gp.Upload(ctx, rs.repo, b.layer); err != nil {
-			return fmt.Errorf("upload blob %s: %w", b.digest, err)
-		}
-		return nil
-	}
-	// First the blobs nobody has started, then all of them: those another
-	// attempt is uploading are waited for (the Pusher runs each upload once),
-	// those already uploaded cost nothing.
-	for b, ok := rs.claim(gp); ok; b, ok = rs.claim(gp) {
-		if err := upload(b); err != nil {
-			return gp, err
-		}
-	}
-	for _, b := range c.blobs {
-		if err := upload(b); err != nil {
-			return gp, err
-		}
-	}
-	for _, child := range c.children {
-		if err := gp.Push(ctx, rs.repo.Digest(child.digest.String()), child.t); err != nil {
-			return gp, fmt.Errorf("push manifest %s: %w", child.digest, err)
-		}
-	}
-	*put = true
-	if err := gp.Put(ctx, tag, c.top); err != nil {
-		return gp, fmt.Errorf("put manifest: %w", err)
-	}
-	return gp, nil
 }
 
 // verify reads the tag back until it resolves to the pushed digest. ghcr.io
@@ -363,39 +307,37 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// pushTag runs a tag's attempts under the retry policy. It owns slot: the
-// slot is given back while the tag waits between attempts and while it reads
-// the tag back, and taken again here, on this goroutine, before each attempt.
-func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, tag name.Tag) Result {
-	start := r.cfg.now()
-	ctx, cancel := context.WithTimeout(parent, r.cfg.timeout)
-	defer cancel()
-
-	host := tag.RegistryStr()
+// do runs f under the retry policy until it succeeds, fails permanently or
+// runs out of attempts, and says how many attempts it made and the verdict on
+// the last failure. what names the work in retry events; blob marks work of a
+// blob phase. Each attempt takes the write slots it needs and gives them back
+// before do waits: nothing is held between attempts.
+func (r *run) do(ctx context.Context, host, what string, lim *queue.Limiter, blob bool, f func(context.Context) error) (int, verdict, error) {
 	var (
 		attempts int
 		lastErr  error
 		last     verdict
-		put      bool // a manifest PUT for this tag was sent
+		relieved bool // the limit came down during the last attempt
 	)
 	err := retry.Do(func() error {
-		if err := slot.Acquire(ctx); err != nil {
-			return retry.Unrecoverable(err)
-		}
 		attempts++
-		gp, err := rs.attempt(ctx, tag, &put)
+		limitAtStart := lim.Limit()
+		err := f(ctx)
 		if err == nil {
-			slot.Observe(queue.Success)
+			lim.Observe(queue.Success)
 			r.regs.reached(host)
-			// Reading back is not a write: it holds no slot.
-			slot.Release()
-			if err = r.verify(ctx, tag, r.cfg.verifyWindow); err == nil {
-				return nil
-			}
+			return nil
+		}
+		var pf *phaseFailed
+		if errors.As(err, &pf) {
+			// The blob phase spent its own attempts: no second layer of retries.
+			lastErr, last = err, pf.last
+			return retry.Unrecoverable(err)
 		}
 		lastErr, last = err, classify(ctx, err)
 		r.noteFault(last.fault)
-		slot.Observe(last.outcome)
+		lim.Observe(last.outcome)
+		relieved = last.outcome == queue.Overload && lim.Limit() < limitAtStart
 		switch {
 		case last.refused:
 			last.transient = r.regs.refused(host, r.cfg.connectGrace)
@@ -403,9 +345,6 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 			r.regs.reached(host)
 		}
 		r.regs.noteWait(host, last.wait)
-		if last.relearnBlobs && gp != nil {
-			rs.forget(gp)
-		}
 		if !last.transient {
 			return retry.Unrecoverable(err)
 		}
@@ -416,16 +355,76 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 		retry.LastErrorOnly(true),
 		retry.MaxDelay(r.cfg.maxRetryDelay),
 		retry.DelayType(func(n uint, _ error, _ *retry.Config) time.Duration {
-			return r.backoff(n, host)
+			return r.backoff(n, host, relieved)
 		}),
-		retry.WithTimer(&releasingTimer{slot: slot, onWait: func(d time.Duration) {
-			r.noteWait(d)
+		retry.WithTimer(&notingTimer{onWait: func(d time.Duration) {
+			r.noteWait(d, blob)
 			if r.cfg.events.Retry != nil {
-				r.cfg.events.Retry(Retry{Tag: tag.String(), Attempt: attempts, Fault: last.fault, Err: lastErr, Wait: d})
+				r.cfg.events.Retry(Retry{Tag: what, Attempt: attempts, Fault: last.fault, Err: lastErr, Wait: d})
 			}
 		}}),
 	)
+	if err != nil && lastErr == nil {
+		lastErr = err
+	}
+	if err != nil && ctx.Err() != nil && last.fault != FaultTimeout && last.fault != faultCancelled {
+		last = verdict{fault: FaultTimeout}
+	}
+	if err != nil {
+		return attempts, last, lastErr
+	}
+	return attempts, last, nil
+}
+
+// phaseFailed is a tag's attempt that found its repository's blob phase
+// failed: the tag fails with the phase's error and attempts.
+type phaseFailed struct {
+	ph   *phase
+	last verdict
+}
+
+func (e *phaseFailed) Error() string { return e.ph.err.Error() }
+func (e *phaseFailed) Unwrap() error { return e.ph.err }
+
+// pushTag writes one tag once its repository's blobs are in: a manifest PUT
+// under a write slot, then a read that proves it. The job's queue slot is
+// given back at once; each write takes its own.
+func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, tag name.Tag) Result {
 	slot.Release()
+	start := r.cfg.now()
+	ctx, cancel := context.WithTimeout(parent, r.cfg.timeout)
+	defer cancel()
+
+	host := tag.RegistryStr()
+	var (
+		put      bool // a manifest PUT for this tag was sent
+		failedPh *phase
+	)
+	attempts, last, err := r.do(ctx, host, tag.String(), rs.lim, false, func(ctx context.Context) error {
+		ph, err := rs.ready(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			failedPh = ph
+			return &phaseFailed{ph: ph, last: ph.last}
+		}
+		gp, err := rs.pusher()
+		if err != nil {
+			return err
+		}
+		put = true
+		if err := rs.write(ctx, func() error { return gp.Put(ctx, tag, r.content.top) }); err != nil {
+			if classify(ctx, err).relearnBlobs {
+				rs.invalidate(ph)
+			}
+			return fmt.Errorf("put manifest: %w", err)
+		}
+		return r.verify(ctx, tag, r.cfg.verifyWindow)
+	})
+	if failedPh != nil && err != nil && errors.As(err, new(*phaseFailed)) {
+		attempts = failedPh.attempts
+	}
 
 	// A failure after a manifest PUT was sent may hide a success: the
 	// registry committed the PUT and the answer was lost (a 500, a reset or
@@ -445,15 +444,11 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 		res.Status = StatusCancelled
 		res.Err = fmt.Errorf("cancelled after %d attempt(s): %w", attempts, context.Cause(parent))
 	default:
-		if lastErr == nil {
-			lastErr = err
-		}
-		if ctx.Err() != nil && last.fault != FaultTimeout {
-			last = verdict{fault: FaultTimeout}
-			lastErr = fmt.Errorf("%w (timeout %s)", lastErr, r.cfg.timeout)
+		if ctx.Err() != nil && last.fault == FaultTimeout {
+			err = fmt.Errorf("%w (timeout %s)", err, r.cfg.timeout)
 		}
 		res.Status = StatusFailed
-		res.Err = explain(last, lastErr, attempts, host, tag.Repository.String())
+		res.Err = explain(last, err, attempts, host, tag.Repository.String())
 	}
 	if r.cfg.events.TagDone != nil {
 		r.cfg.events.TagDone(res)
@@ -475,10 +470,20 @@ func (r *run) landed(parent context.Context, tag name.Tag) bool {
 // backoff is the wait before attempt n+1: exponential from retry-delay with
 // jitter of up to one retry-delay, or the registry's requested wait when that is
 // longer. retry-go caps the result at max-retry-delay.
-func (r *run) backoff(n uint, host string) time.Duration {
+//
+// relieved marks an overload after which the registry's limit has already come
+// down below where it stood when the attempt started: the cause is dealt with,
+// and taking a write slot again waits for room, so the retry comes after a
+// quarter of retry-delay. Only the attempts in flight when the limit drops get
+// this; the next failure backs off as usual, so an outage cannot spend the
+// attempts in its first seconds.
+func (r *run) backoff(n uint, host string, relieved bool) time.Duration {
 	base := r.cfg.retryDelay
+	if relieved {
+		base /= 4
+	}
 	d := base
-	for i := uint(1); i < n && d < r.cfg.maxRetryDelay; i++ {
+	for i := uint(1); i < n && d < r.cfg.maxRetryDelay && !relieved; i++ {
 		d *= 2
 	}
 	jitter := time.Duration(rand.Int64N(int64(base) + 1))
@@ -488,19 +493,14 @@ func (r *run) backoff(n uint, host string) time.Duration {
 	return d + jitter
 }
 
-// releasingTimer is retry-go's timer for one tag: it gives the tag's queue
-// slot back while the tag waits, so waiting tags do not hold back others.
-// retry-go calls After on the tag's own goroutine, and the slot is taken
-// again there, at the start of the next attempt: if the wait ends with the
-// tag's context, nobody takes a slot the tag would never give back.
-type releasingTimer struct {
-	slot   *queue.Slot
+// notingTimer is retry-go's timer: it reports each wait (the delay after
+// retry-go's cap) before it starts.
+type notingTimer struct {
 	onWait func(time.Duration)
 }
 
-func (t *releasingTimer) After(d time.Duration) <-chan time.Time {
+func (t *notingTimer) After(d time.Duration) <-chan time.Time {
 	t.onWait(d)
-	t.slot.Release()
 	return time.After(d)
 }
 

@@ -238,17 +238,14 @@ func TestStalledAnswerIsAbandonedAndRetried(t *testing.T) {
 	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{StallFirst: 2}})
 	tags := tagsOn(t, reg.Host, "acme/stall", 3)
 	rep := pushWithin(t, time.Minute, newPusher(t, fastRetry(5), pusher.WithStallTimeout(300*time.Millisecond), pusher.WithTimeout(20*time.Second)), smallImage(t), tags)
-	retried := 0
 	for _, r := range rep.Results {
 		if r.Status != pusher.StatusPushed {
 			t.Errorf("%s: %s: %v", r.Tag, r.Status, r.Err)
 		}
-		if r.Attempts > 1 {
-			retried++
-		}
 	}
-	if reg.Faults.Stats().Injected["stall"] != 2 || retried == 0 {
-		t.Errorf("stalls %d, tags retried %d; want 2 stalls that cost retries", reg.Faults.Stats().Injected["stall"], retried)
+	retried := rep.Stats.Retries + rep.Stats.BlobRetries
+	if reg.Faults.Stats().Injected["stall"] != 2 || retried < 2 || rep.Stats.Faults[pusher.FaultTimeout] != 2 {
+		t.Errorf("stalls %d, retries %d, timeouts %d; want 2 stalls, each abandoned and retried", reg.Faults.Stats().Injected["stall"], retried, rep.Stats.Faults[pusher.FaultTimeout])
 	}
 	assertPresent(t, reg, tags, rep.Digest)
 }

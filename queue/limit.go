@@ -2,7 +2,7 @@
 //
 // It knows nothing about what the jobs do. A job reports the outcome of each unit of
 // work it performs (success, overload, or neither) and an Algorithm turns those
-// outcomes into a new limit. Fixed keeps the limit where it is; AIMD halves it on
+// outcomes into a new limit. Fixed keeps the limit where it is; AIMD cuts it by a quarter on
 // overload and raises it by one after a run of successes.
 package queue
 
@@ -55,8 +55,8 @@ func (f Fixed) Limit() int { return max(int(f), 1) }
 // Observe implements Algorithm.
 func (f Fixed) Observe(Outcome, time.Time) int { return f.Limit() }
 
-// AIMD is additive-increase, multiplicative-decrease: an overload halves the
-// limit (rounding up, at most once per cooldown, so that one burst of failures
+// AIMD is additive-increase, multiplicative-decrease: an overload cuts the
+// limit to three quarters (see decrease; at most once per cooldown, so that one burst of failures
 // from requests that were all in flight together counts once), and every run of
 // successes as long as the current limit raises it by one, up to the ceiling.
 //
@@ -74,6 +74,15 @@ type AIMD struct {
 	lastDecrease time.Time
 	successes    int
 	overloadedAt int // the last level that overloaded; 0 when none has
+}
+
+// decrease is the limit after an overload: three quarters of it, rounded
+// down, and at least one less. Netflix's AIMD backs off by a ratio (0.9)
+// rather than by half: halving overshoots a registry that fails above N
+// writes in flight (ghcr.io), dropping 4 to 2 where 3 is what it takes, and
+// the run then crawls at 2 until the probe interval lets it climb back.
+func decrease(limit int) int {
+	return max(min(limit*3/4, limit-1), 1)
 }
 
 // NewAIMD returns an AIMD algorithm that starts at ceiling and never exceeds it.
@@ -103,7 +112,7 @@ func (a *AIMD) Observe(o Outcome, now time.Time) int {
 		}
 		a.lastDecrease = now
 		a.overloadedAt = a.limit
-		a.limit = max((a.limit+1)/2, 1)
+		a.limit = decrease(a.limit)
 	case Success:
 		a.successes++
 		if a.successes < a.limit || a.limit >= a.ceiling {

@@ -19,15 +19,16 @@ func TestAIMD(t *testing.T) {
 		want    int
 	}{
 		{"starts at ceiling", 8, nil, 0, 8},
-		{"overload halves", 8, []Outcome{Overload}, 0, 4},
-		{"halving rounds up", 3, []Outcome{Overload}, 0, 2},
-		{"burst inside cooldown halves once", 8, []Outcome{Overload, Overload, Overload, Overload}, 10 * time.Millisecond, 4},
-		{"overloads apart halve each time", 8, []Outcome{Overload, Overload, Overload}, 2 * time.Second, 1},
+		{"overload cuts a quarter", 8, []Outcome{Overload}, 0, 6},
+		{"overload at 4 leaves 3", 4, []Outcome{Overload}, 0, 3},
+		{"a cut is at least one", 3, []Outcome{Overload}, 0, 2},
+		{"burst inside cooldown cuts once", 8, []Outcome{Overload, Overload, Overload, Overload}, 10 * time.Millisecond, 6},
+		{"overloads apart cut each time", 8, []Outcome{Overload, Overload, Overload}, 2 * time.Second, 3},
 		{"never below one", 2, []Outcome{Overload, Overload, Overload}, 2 * time.Second, 1},
-		{"a run of successes as long as the limit adds one", 16, append([]Outcome{Overload}, repeat(Success, 8)...), 0, 9},
-		{"fewer successes add nothing", 16, append([]Outcome{Overload}, repeat(Success, 7)...), 0, 8},
+		{"a run of successes as long as the limit adds one", 16, append([]Outcome{Overload}, repeat(Success, 12)...), 0, 13},
+		{"fewer successes add nothing", 16, append([]Outcome{Overload}, repeat(Success, 11)...), 0, 12},
 		{"never above ceiling", 3, repeat(Success, 20), 0, 3},
-		{"ignore changes nothing", 8, append([]Outcome{Overload}, repeat(Ignore, 20)...), 0, 4},
+		{"ignore changes nothing", 8, append([]Outcome{Overload}, repeat(Ignore, 20)...), 0, 6},
 		{"no probe of the level that overloaded before the probe interval", 4, append([]Outcome{Overload}, repeat(Success, 40)...), 10 * time.Millisecond, 3},
 		{"a probe once the interval has passed", 4, append([]Outcome{Overload}, repeat(Success, 40)...), 200 * time.Millisecond, 4},
 	}
@@ -149,15 +150,15 @@ func TestLoweredLimitTakesEffect(t *testing.T) {
 	alg, _ := NewAIMD(8, time.Hour, time.Hour)
 	var changes []Change
 	lim := NewLimiter("r", alg, OnChange(func(c Change) { changes = append(changes, c) }))
-	lim.Observe(Overload) // 8 -> 4
-	lim.Observe(Overload) // inside cooldown: stays 4
+	lim.Observe(Overload) // 8 -> 6
+	lim.Observe(Overload) // inside cooldown: stays 6
 	var inFlight, peak atomic.Int64
 	Run(context.Background(), trackingJobs(lim, 20, 5*time.Millisecond, &inFlight, &peak))
-	if peak.Load() > 4 {
-		t.Errorf("peak %d after the limit was lowered to 4", peak.Load())
+	if peak.Load() > 6 {
+		t.Errorf("peak %d after the limit was lowered to 6", peak.Load())
 	}
-	if len(changes) != 1 || changes[0].Old != 8 || changes[0].New != 4 || changes[0].Cause != Overload {
-		t.Errorf("changes = %+v, want one 8->4 on overload", changes)
+	if len(changes) != 1 || changes[0].Old != 8 || changes[0].New != 6 || changes[0].Cause != Overload {
+		t.Errorf("changes = %+v, want one 8->6 on overload", changes)
 	}
 }
 
@@ -366,4 +367,27 @@ func BenchmarkRunOverheadPerJob(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/job")
+}
+
+func TestAcquireOutsideRunSharesTheLimit(t *testing.T) {
+	lim := NewLimiter("r", Fixed(1))
+	s, err := lim.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := lim.Acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second Acquire under a limit of 1 = %v, want it to wait until the deadline", err)
+	}
+	s.Release()
+	s.Release() // a second release gives back nothing
+	if lim.InFlight() != 0 {
+		t.Fatalf("%d slots held after Release", lim.InFlight())
+	}
+	cancelled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if _, err := lim.Acquire(cancelled); err == nil {
+		t.Fatal("a cancelled context got a free slot")
+	}
 }

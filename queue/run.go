@@ -76,6 +76,16 @@ type Slot struct {
 	held bool
 }
 
+// Acquire takes a slot of l for the calling goroutine, which owns it and must
+// Release it. Like a job's first slot, it is never granted to a context that
+// has ended.
+func (l *Limiter) Acquire(ctx context.Context) (*Slot, error) {
+	if err := l.acquire(ctx); err != nil {
+		return nil, err
+	}
+	return &Slot{lim: l, held: true}, nil
+}
+
 // Observe reports the outcome of one unit of the job's work to the limiter.
 func (s *Slot) Observe(o Outcome) { s.lim.Observe(o) }
 

@@ -40,11 +40,12 @@ type Config struct {
 	// GHCRBody puts the wait in the error body as ghcr.io does
 	// ("retry-after: 12.5ms, allowed: 2000/minute") instead of the header.
 	GHCRBody string
-	// ResetFirst resets the connection in the middle of the first n blob PATCHes.
+	// ResetFirst resets the connection in the middle of the first n requests
+	// that carry blob content (a PATCH, or a PUT with the whole blob).
 	ResetFirst int
-	// ResetRate is the chance that a blob PATCH is reset midway.
+	// ResetRate is the chance that a request carrying blob content is reset midway.
 	ResetRate float64
-	// LoseUploadFirst answers the first n blob PATCHes with 404
+	// LoseUploadFirst answers the first n requests carrying blob content with 404
 	// BLOB_UPLOAD_UNKNOWN: ghcr.io losing an upload session under load.
 	LoseUploadFirst int
 	// FailWrites answers every write with this status (e.g. 500).
@@ -64,7 +65,7 @@ type Config struct {
 	LoseAnswerReset bool
 	// RedirectManifestPuts answers every manifest PUT with a 307 to itself.
 	RedirectManifestPuts bool
-	// EarlyAnswerFirst answers the first n blob PATCHes with 500 before
+	// EarlyAnswerFirst answers the first n requests carrying blob content with 500 before
 	// reading any of their body, as a registry or proxy that is overloaded does.
 	EarlyAnswerFirst int
 	// Outage answers every write with 503 for Outage, starting OutageAfter
@@ -237,6 +238,9 @@ type kind struct {
 	manifest      bool // under /manifests/
 	mount         bool
 	commitsDigest string
+	// blobContent is a request that carries blob bytes: a PATCH of an
+	// upload, or a PUT that sends the whole blob at once.
+	blobContent bool
 }
 
 func classify(r *http.Request) kind {
@@ -255,6 +259,7 @@ func classify(r *http.Request) kind {
 		if r.Method == http.MethodPut {
 			k.commitsDigest = q.Get("digest")
 		}
+		k.blobContent = r.Method == http.MethodPatch || (r.Method == http.MethodPut && r.ContentLength != 0)
 	case strings.Contains(p, "/manifests/"):
 		k.repo = p[:strings.Index(p, "/manifests/")]
 		k.manifest = true
@@ -302,7 +307,7 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 		d.body = ociError("DENIED", `permission_denied: Error from intermediary with HTTP status code 403 "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."`)
 	case manifestPut && l.stats.Injected["lost-answer"] < c.LoseAnswerFirst:
 		d.fault, d.loseAnswer = "lost-answer", true
-	case k.blobUpload && r.Method == http.MethodPatch && l.stats.Injected["early-answer"] < c.EarlyAnswerFirst:
+	case k.blobContent && l.stats.Injected["early-answer"] < c.EarlyAnswerFirst:
 		d.status, d.fault, d.early = http.StatusInternalServerError, "early-answer", true
 		d.body = ociError("UNKNOWN", "unknown error")
 	case write && l.stats.Injected["stall"] < c.StallFirst:
@@ -332,10 +337,10 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 			msg = fmt.Sprintf("retry-after: %s, allowed: 2000/minute", c.GHCRBody)
 		}
 		d.body = ociError("TOOMANYREQUESTS", msg)
-	case k.blobUpload && r.Method == http.MethodPatch && l.stats.Injected["upload-lost"] < c.LoseUploadFirst:
+	case k.blobContent && l.stats.Injected["upload-lost"] < c.LoseUploadFirst:
 		d.status, d.fault = http.StatusNotFound, "upload-lost"
 		d.body = ociError("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
-	case k.blobUpload && r.Method == http.MethodPatch && (l.stats.Injected["reset"] < c.ResetFirst || chance(c.ResetRate)):
+	case k.blobContent && (l.stats.Injected["reset"] < c.ResetFirst || chance(c.ResetRate)):
 		d.resetAfter, d.fault = max(r.ContentLength/2, 1), "reset"
 		if r.ContentLength <= 0 {
 			d.resetAfter = 16 << 10

@@ -20,28 +20,85 @@ import (
 // the build output that dominates real images). Blobs are streamed to disk, so
 // an image of any size takes little memory to make. It returns the manifest digest.
 func WriteRandomLayout(dir string, layers int, layerBytes int64, seed uint64) (v1.Hash, error) {
+	return WriteRandomIndexLayout(dir, nil, layers, layerBytes, seed)
+}
+
+// WriteRandomIndexLayout is WriteRandomLayout for a multi-platform image: an
+// index of one image per platform ("linux/arm64"), each with its own random
+// layers. With no platforms it writes a single linux/amd64 image. It returns
+// the digest of what index.json names: the index, or the single image.
+func WriteRandomIndexLayout(dir string, platforms []string, layers int, layerBytes int64, seed uint64) (v1.Hash, error) {
 	blobs := filepath.Join(dir, "blobs", "sha256")
 	if err := os.MkdirAll(blobs, 0o755); err != nil {
 		return v1.Hash{}, err
 	}
 	rng := rand.New(rand.NewPCG(seed, seed+1))
-	cfg := v1.ConfigFile{OS: "linux", Architecture: "amd64", RootFS: v1.RootFS{Type: "layers"}}
+	top := v1.Descriptor{}
+	if len(platforms) == 0 {
+		d, err := writeRandomImage(blobs, rng, "linux/amd64", layers, layerBytes)
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		top = d
+	} else {
+		idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}
+		for _, p := range platforms {
+			d, err := writeRandomImage(blobs, rng, p, layers, layerBytes)
+			if err != nil {
+				return v1.Hash{}, err
+			}
+			pl, err := v1.ParsePlatform(p)
+			if err != nil {
+				return v1.Hash{}, err
+			}
+			d.Platform = pl
+			idx.Manifests = append(idx.Manifests, d)
+		}
+		raw, err := json.Marshal(idx)
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		h, err := writeBlob(blobs, bytes.NewReader(raw))
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		top = v1.Descriptor{MediaType: types.OCIImageIndex, Size: int64(len(raw)), Digest: h}
+	}
+	outer := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{top}}
+	idxBytes, err := json.Marshal(outer)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), idxBytes, 0o644); err != nil {
+		return v1.Hash{}, err
+	}
+	return top.Digest, os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
+}
+
+// writeRandomImage writes one image's layers, config and manifest into blobs
+// and returns the manifest's descriptor.
+func writeRandomImage(blobs string, rng *rand.Rand, platform string, layers int, layerBytes int64) (v1.Descriptor, error) {
+	pl, err := v1.ParsePlatform(platform)
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	cfg := v1.ConfigFile{OS: pl.OS, Architecture: pl.Architecture, Variant: pl.Variant, RootFS: v1.RootFS{Type: "layers"}}
 	var descs []v1.Descriptor
 	for i := range layers {
 		h, err := writeBlob(blobs, &randomReader{rng: rng, left: layerBytes})
 		if err != nil {
-			return v1.Hash{}, fmt.Errorf("layer %d: %w", i, err)
+			return v1.Descriptor{}, fmt.Errorf("layer %d: %w", i, err)
 		}
 		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, h)
 		descs = append(descs, v1.Descriptor{MediaType: types.OCIUncompressedLayer, Size: layerBytes, Digest: h})
 	}
 	cfgBytes, err := json.Marshal(cfg)
 	if err != nil {
-		return v1.Hash{}, err
+		return v1.Descriptor{}, err
 	}
 	cfgHash, err := writeBlob(blobs, bytes.NewReader(cfgBytes))
 	if err != nil {
-		return v1.Hash{}, err
+		return v1.Descriptor{}, err
 	}
 	m := v1.Manifest{
 		SchemaVersion: 2,
@@ -51,23 +108,13 @@ func WriteRandomLayout(dir string, layers int, layerBytes int64, seed uint64) (v
 	}
 	mBytes, err := json.Marshal(m)
 	if err != nil {
-		return v1.Hash{}, err
+		return v1.Descriptor{}, err
 	}
 	mHash, err := writeBlob(blobs, bytes.NewReader(mBytes))
 	if err != nil {
-		return v1.Hash{}, err
+		return v1.Descriptor{}, err
 	}
-	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{
-		{MediaType: types.OCIManifestSchema1, Size: int64(len(mBytes)), Digest: mHash},
-	}}
-	idxBytes, err := json.Marshal(idx)
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "index.json"), idxBytes, 0o644); err != nil {
-		return v1.Hash{}, err
-	}
-	return mHash, os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644)
+	return v1.Descriptor{MediaType: types.OCIManifestSchema1, Size: int64(len(mBytes)), Digest: mHash}, nil
 }
 
 func writeBlob(dir string, r io.Reader) (v1.Hash, error) {

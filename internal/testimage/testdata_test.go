@@ -121,3 +121,46 @@ func TestWriteRandomLayout(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteRandomIndexLayout(t *testing.T) {
+	dir := t.TempDir()
+	want, err := WriteRandomIndexLayout(dir, []string{"linux/amd64", "linux/arm64"}, 2, 10<<10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := lp.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := idx.ImageIndex(want)
+	if err != nil {
+		t.Fatalf("index.json does not name the index %s: %v", want, err)
+	}
+	m, _ := inner.IndexManifest()
+	if len(m.Manifests) != 2 || m.Manifests[1].Platform == nil || m.Manifests[1].Platform.Architecture != "arm64" {
+		t.Fatalf("manifests %+v, want amd64 and arm64", m.Manifests)
+	}
+	for _, d := range m.Manifests {
+		img, err := inner.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, err := img.ConfigFile()
+		if err != nil || cf.Architecture != d.Platform.Architecture {
+			t.Errorf("image %s: config %+v, %v; want architecture %s", d.Digest, cf, err, d.Platform.Architecture)
+		}
+		layers, _ := img.Layers()
+		for _, l := range layers {
+			rc, _ := l.Compressed()
+			h, _, err := v1.SHA256(rc)
+			rc.Close()
+			if want, _ := l.Digest(); err != nil || h != want {
+				t.Errorf("layer %s hashes to %s on disk", want, h)
+			}
+		}
+	}
+}
