@@ -50,7 +50,7 @@ func Options() []Option {
 		{Name: "registry-auth", Kind: List, Secret: true,
 			Description: "Credentials per registry, one REGISTRY=USER:TOKEN per line; each goes only to its registry. Masked in logs."},
 		{Name: "concurrency", Kind: Int, Default: "4",
-			Description: "The most tags in flight at once per registry (the ceiling when adaptive)."},
+			Description: "The most writes (blob uploads, manifest PUTs) in flight at once per registry (the ceiling when adaptive)."},
 		{Name: "adaptive", Kind: Bool, Default: "true",
 			Description: "Lower concurrency when a registry answers 5xx/429 and raise it again when it recovers."},
 		{Name: "max-attempts", Kind: Int, Default: "8",

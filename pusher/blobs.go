@@ -166,27 +166,15 @@ func (rs *repoState) write(ctx context.Context, f func() error) error {
 // writeBlob makes sure one blob is in the repository: a HEAD, then, when it is
 // missing, an upload under a write slot.
 func (rs *repoState) writeBlob(ctx context.Context, b blob) error {
-	if ml, ok := b.layer.(*remote.MountableLayer); ok || rs.run.chunkedOnly(rs.repo.RegistryStr()) {
-		gp, err := rs.pusher()
-		if err != nil {
-			return err
-		}
-		layer := v1.Layer(b.layer)
-		if ok {
-			layer = ml
-		}
-		return rs.write(ctx, func() error {
-			if err := gp.Upload(ctx, rs.repo, layer); err != nil {
-				return fmt.Errorf("upload blob %s: %w", b.digest, err)
-			}
-			return nil
-		})
+	host := rs.repo.RegistryStr()
+	if _, ok := b.layer.(*remote.MountableLayer); ok || rs.run.chunkedOnly(host) {
+		return rs.write(ctx, func() error { return rs.uploadWithPusher(ctx, b) })
 	}
 	client, err := rs.httpClient(ctx)
 	if err != nil {
 		return err
 	}
-	base := fmt.Sprintf("%s://%s/v2/%s/blobs/", rs.repo.Scheme(), rs.repo.RegistryStr(), rs.repo.RepositoryStr())
+	base := fmt.Sprintf("%s://%s/v2/%s/blobs/", rs.repo.Scheme(), host, rs.repo.RepositoryStr())
 	exists, err := blobExists(ctx, client, base+b.digest.String())
 	if err != nil {
 		return fmt.Errorf("check blob %s: %w", b.digest, err)
@@ -198,14 +186,29 @@ func (rs *repoState) writeBlob(ctx context.Context, b blob) error {
 		err := uploadBlob(ctx, client, base+"uploads/", b)
 		if refusesMonolithic(err) {
 			// Take the registry at its word: chunked uploads from now on,
-			// starting with this blob's next attempt.
-			rs.run.noteChunkedOnly(rs.repo.RegistryStr())
+			// starting with this blob, in this attempt.
+			rs.run.noteChunkedOnly(host)
+			return rs.uploadWithPusher(ctx, b)
 		}
 		if err != nil {
 			return fmt.Errorf("upload blob %s: %w", b.digest, err)
 		}
 		return nil
 	})
+}
+
+// uploadWithPusher uploads a blob through go-containerregistry's Pusher: a
+// mount when the blob can be mounted from another repository of the registry,
+// else POST, PATCH and PUT. The caller holds a write slot.
+func (rs *repoState) uploadWithPusher(ctx context.Context, b blob) error {
+	gp, err := rs.pusher()
+	if err != nil {
+		return err
+	}
+	if err := gp.Upload(ctx, rs.repo, b.layer); err != nil {
+		return fmt.Errorf("upload blob %s: %w", b.digest, err)
+	}
+	return nil
 }
 
 // refusesMonolithic is an answer to a PUT with the whole blob that says the

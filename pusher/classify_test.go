@@ -144,3 +144,27 @@ func TestExplain(t *testing.T) {
 		}
 	}
 }
+
+func TestBackoff(t *testing.T) {
+	r := &run{cfg: defaults(), regs: newRegistries(time.Now, 30*time.Second)}
+	base := r.cfg.retryDelay
+	for range 50 {
+		// Waits grow from retry-delay, with up to one retry-delay of jitter.
+		if d := r.backoff(1, "r", false); d < base || d > 2*base {
+			t.Fatalf("first wait %s, want %s to %s", d, base, 2*base)
+		}
+		if d := r.backoff(4, "r", false); d < 8*base || d > 9*base {
+			t.Fatalf("fourth wait %s, want %s to %s", d, 8*base, 9*base)
+		}
+		// Once the limit came down under an attempt, its retry is quick,
+		// however many attempts went before: the limiter spaces it.
+		if d := r.backoff(4, "r", true); d < base/4 || d > base/2 {
+			t.Fatalf("wait after the limit came down %s, want %s to %s", d, base/4, base/2)
+		}
+	}
+	// A registry's announced wait wins over a quick retry.
+	r.regs.noteWait("r", 5*time.Second)
+	if d := r.backoff(1, "r", true); d < 4*time.Second {
+		t.Errorf("wait with a Retry-After of 5s pending = %s", d)
+	}
+}

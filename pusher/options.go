@@ -82,7 +82,7 @@ type Progress struct {
 	Complete, Total int64
 }
 
-// WithConcurrency sets the most tags in flight at once per registry (the ceiling
+// WithConcurrency sets the most writes in flight at once per registry (the ceiling
 // when adaptive). Default 4.
 func WithConcurrency(n int) Option {
 	return func(c *config) error {

@@ -58,7 +58,7 @@ type Stats struct {
 	BlobRetries int
 	// BackoffWait is the total time tags spent waiting between attempts.
 	BackoffWait time.Duration
-	// PeakConcurrency is, per registry, the most tags that were in flight at once.
+	// PeakConcurrency is, per registry, the most writes that were in flight at once.
 	PeakConcurrency map[string]int
 	// FinalLimit is, per registry, the concurrency limit at the end of the run.
 	FinalLimit map[string]int

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -52,7 +53,9 @@ func pushWithin(t *testing.T, limit time.Duration, p *pusher.Pusher, img remote.
 // must not crash the run (it did: progress was sent on a channel closed
 // under the body writer), and the tags must end pushed.
 func TestEarlyAnswerDuringUploadIsRetriedWithoutCrashing(t *testing.T) {
-	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{EarlyAnswerFirst: 6}})
+	// On disk: Distribution's in-memory driver takes seconds per MiB for a
+	// blob sent in one PUT.
+	reg := testregistry.ForTest(t, testregistry.Options{OnDisk: true, Faults: faults.Config{EarlyAnswerFirst: 6}})
 	img, err := random.Image(32<<20, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -307,4 +310,43 @@ func TestOutageIsRiddenOutWithDefaults(t *testing.T) {
 		t.Fatal("the outage hit no write")
 	}
 	assertPresent(t, reg, tags, rep.Digest)
+}
+
+// Each blob costs two writes, a POST and one PUT with the whole blob (no
+// PATCH), and each tag one manifest PUT; every blob goes up once.
+func TestEachBlobIsTwoWrites(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	img := smallImage(t)
+	tags := tagsOn(t, reg.Host, "acme/two", 10)
+	rep := pushWithin(t, time.Minute, newPusher(t), img, tags)
+	for _, r := range rep.Results {
+		if r.Status != pusher.StatusPushed {
+			t.Errorf("%s: %s: %v", r.Tag, r.Status, r.Err)
+		}
+	}
+	st := reg.Faults.Stats()
+	blobs := blobDigests(t, img)
+	assertBlobsOnce(t, st, blobs)
+	if st.ByMethod[http.MethodPatch] != 0 || st.ByMethod[http.MethodPost] != len(blobs) || st.ByMethod[http.MethodPut] != len(blobs)+len(tags) {
+		t.Errorf("writes by method %v; want %d POST, %d PUT (blobs and tags), no PATCH", st.ByMethod, len(blobs), len(blobs)+len(tags))
+	}
+}
+
+// A registry that refuses a blob sent in one PUT gets chunked uploads from
+// then on, and every tag is pushed.
+func TestRegistryRefusingOnePutUploadsGetsChunks(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{RefuseMonolithic: true}})
+	img := smallImage(t)
+	tags := tagsOn(t, reg.Host, "acme/chunks", 3)
+	rep := pushWithin(t, time.Minute, newPusher(t, fastRetry(3)), img, tags)
+	for _, r := range rep.Results {
+		if r.Status != pusher.StatusPushed {
+			t.Errorf("%s: %s: %v", r.Tag, r.Status, r.Err)
+		}
+	}
+	st := reg.Faults.Stats()
+	assertBlobsOnce(t, st, blobDigests(t, img))
+	if st.ByMethod[http.MethodPatch] == 0 || st.Injected["refuse-monolithic"] == 0 {
+		t.Errorf("writes %v, refusals %d; want the refusal seen and chunked uploads after it", st.ByMethod, st.Injected["refuse-monolithic"])
+	}
 }

@@ -71,6 +71,9 @@ type Config struct {
 	// Outage answers every write with 503 for Outage, starting OutageAfter
 	// after the first request the layer sees: a registry incident mid-push.
 	OutageAfter, Outage time.Duration
+	// RefuseMonolithic answers a PUT that carries a whole blob with 405, as
+	// a registry that only takes chunked uploads (PATCH, then an empty PUT).
+	RefuseMonolithic bool
 	// StallFirst answers the first n writes with the headers and the first
 	// bytes of a 500, then sends nothing more until the client goes away.
 	StallFirst int
@@ -294,6 +297,9 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 	case write && c.Outage > 0 && inWindow(time.Since(l.first), c.OutageAfter, c.Outage):
 		d.status, d.fault = http.StatusServiceUnavailable, "outage"
 		d.body = ociError("UNAVAILABLE", "service unavailable")
+	case c.RefuseMonolithic && k.blobContent && r.Method == http.MethodPut:
+		d.status, d.fault = http.StatusMethodNotAllowed, "refuse-monolithic"
+		d.body = ociError("UNSUPPORTED", "monolithic uploads are not supported")
 	case c.FailAll != 0:
 		d.status, d.fault = c.FailAll, fmt.Sprint(c.FailAll)
 		d.body = ociError("UNAVAILABLE", "service unavailable")
