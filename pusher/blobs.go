@@ -1,12 +1,14 @@
 package pusher
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -14,6 +16,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/tagpush/tagpush/queue"
 )
@@ -139,12 +142,8 @@ func (rs *repoState) label(d v1.Hash) string {
 // putChild writes one child manifest of an index, by digest.
 func (rs *repoState) putChild(ctx context.Context, ch child) (int, verdict, error) {
 	return rs.run.do(ctx, rs.repo.RegistryStr(), rs.label(ch.digest), rs.lim, true, func(ctx context.Context) error {
-		gp, err := rs.pusher()
-		if err != nil {
-			return err
-		}
 		return rs.write(ctx, func() error {
-			if err := gp.Put(ctx, rs.repo.Digest(ch.digest.String()), ch.t); err != nil {
+			if err := rs.putManifest(ctx, ch.digest.String(), ch.t); err != nil {
 				return fmt.Errorf("put manifest %s: %w", ch.digest, err)
 			}
 			return nil
@@ -243,7 +242,7 @@ func (rs *repoState) httpClient(ctx context.Context) (*http.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	rs.client = &http.Client{Transport: tr}
+	rs.client = &http.Client{Transport: tr, CheckRedirect: checkRedirect}
 	return rs.client, nil
 }
 
@@ -320,16 +319,29 @@ func uploadLocation(resp *http.Response) (*url.URL, error) {
 		return nil, fmt.Errorf("upload Location %q: %w", loc, err)
 	}
 	u = resp.Request.URL.ResolveReference(u)
-	if u.Hostname() != resp.Request.URL.Hostname() {
-		if ip := net.ParseIP(u.Hostname()); ip != nil && (ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast()) {
-			return nil, fmt.Errorf("registry sent the upload to a private address %s: refused", u.Hostname())
-		}
+	if u.Hostname() != resp.Request.URL.Hostname() && privateIP(u.Hostname()) {
+		return nil, fmt.Errorf("registry sent the upload to a private address %s: refused", u.Hostname())
 	}
 	return u, nil
 }
 
-// pusher returns the repository's go-containerregistry Pusher, for manifests
-// and mountable blobs.
+// checkRedirect follows redirects as go-containerregistry does, refusing one
+// that moves a request to another host with a private or loopback address;
+// how many redirects a request may follow is redirectLimitTransport's to say.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) > 0 && req.URL.Hostname() != via[0].URL.Hostname() && privateIP(req.URL.Hostname()) {
+		return fmt.Errorf("registry redirected a request to a private address %s: refused", req.URL.Hostname())
+	}
+	return nil
+}
+
+func privateIP(host string) bool {
+	ip := net.ParseIP(host)
+	return ip != nil && (ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast())
+}
+
+// pusher returns the repository's go-containerregistry Pusher, for mountable
+// blobs and chunked uploads.
 func (rs *repoState) pusher() (*remote.Pusher, error) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
@@ -353,4 +365,73 @@ type repoState struct {
 	phase  *phase
 	gp     *remote.Pusher
 	client *http.Client
+}
+
+// manifestAccept is every manifest media type tagpush pushes, for HEAD.
+var manifestAccept = strings.Join([]string{
+	string(types.OCIManifestSchema1), string(types.OCIImageIndex),
+	string(types.DockerManifestSchema2), string(types.DockerManifestList),
+}, ", ")
+
+// manifestURL is where a manifest of the repository lives, by tag or digest.
+func (rs *repoState) manifestURL(ref string) string {
+	return fmt.Sprintf("%s://%s/v2/%s/manifests/%s", rs.repo.Scheme(), rs.repo.RegistryStr(), rs.repo.RepositoryStr(), ref)
+}
+
+// putManifest writes t's manifest as ref (a tag or a digest) with the
+// repository's client, which the blob phase has already authenticated: a
+// Pusher or Puller of go-containerregistry would ping the registry (and fetch
+// a token) first, on the critical path of every run.
+func (rs *repoState) putManifest(ctx context.Context, ref string, t remote.Taggable) error {
+	client, err := rs.httpClient(ctx)
+	if err != nil {
+		return err
+	}
+	raw, err := t.RawManifest()
+	if err != nil {
+		return fmt.Errorf("read manifest: %w", err)
+	}
+	mt, err := t.(interface {
+		MediaType() (types.MediaType, error)
+	}).MediaType()
+	if err != nil {
+		return fmt.Errorf("read manifest media type: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, rs.manifestURL(ref), bytes.NewReader(raw))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", string(mt))
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return transport.CheckError(resp, http.StatusOK, http.StatusCreated, http.StatusAccepted)
+}
+
+// headManifest returns the digest ref resolves to in the repository.
+func (rs *repoState) headManifest(ctx context.Context, ref string) (v1.Hash, error) {
+	client, err := rs.httpClient(ctx)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, rs.manifestURL(ref), nil)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	req.Header.Set("Accept", manifestAccept)
+	resp, err := client.Do(req)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	defer resp.Body.Close()
+	if err := transport.CheckError(resp, http.StatusOK); err != nil {
+		return v1.Hash{}, err
+	}
+	h, err := v1.NewHash(resp.Header.Get("Docker-Content-Digest"))
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("registry answered HEAD %s without a usable Docker-Content-Digest: %w", ref, err)
+	}
+	return h, nil
 }

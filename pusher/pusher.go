@@ -103,10 +103,6 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag)
 	}
 	r.uploads = &uploadCounter{inner: &stallWatchdog{inner: p.cfg.transport, idle: p.cfg.stallTimeout}}
 	r.transport = &redirectLimitTransport{inner: &pauseTransport{regs: r.regs, inner: &retryAfterTransport{inner: r.uploads, regs: r.regs}}}
-	r.puller, err = remote.NewPuller(r.remoteOptions()...)
-	if err != nil {
-		return nil, fmt.Errorf("set up registry client: %w", err)
-	}
 
 	// Blob phases run for the tags of a repository, not for one tag: they
 	// end when the run does.
@@ -161,7 +157,6 @@ type run struct {
 	transport http.RoundTripper
 	uploads   *uploadCounter
 	regs      *registries
-	puller    *remote.Puller
 
 	// phaseCtx bounds the blob phases, which serve several tags; phases
 	// counts those running.
@@ -264,17 +259,17 @@ func (r *run) stats(limiters map[string]*queue.Limiter) Stats {
 // after a PUT they accepted, so a miss is read again, with growing waits, for
 // up to window before it counts; a 404 after our own PUT is never a verdict
 // on the repository's name. Other failures to read are returned as they are.
-func (r *run) verify(ctx context.Context, tag name.Tag, window time.Duration) error {
+func (r *run) verify(ctx context.Context, rs *repoState, tag name.Tag, window time.Duration) error {
 	deadline := r.cfg.now().Add(window)
 	wait := 50 * time.Millisecond
 	for {
-		desc, err := r.puller.Head(ctx, tag)
+		got, err := rs.headManifest(ctx, tag.TagStr())
 		var miss error
 		switch {
-		case err == nil && desc.Digest == r.content.digest:
+		case err == nil && got == r.content.digest:
 			return nil
 		case err == nil:
-			miss = fmt.Errorf("%w: %s resolves to %s, pushed %s", errNotVerified, tag, desc.Digest, r.content.digest)
+			miss = fmt.Errorf("%w: %s resolves to %s, pushed %s", errNotVerified, tag, got, r.content.digest)
 		case isNotFound(err):
 			miss = fmt.Errorf("%w: %s was not found after the registry accepted it: %v", errNotVerified, tag, err)
 		default:
@@ -409,18 +404,14 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 			failedPh = ph
 			return &phaseFailed{ph: ph, last: ph.last}
 		}
-		gp, err := rs.pusher()
-		if err != nil {
-			return err
-		}
 		put = true
-		if err := rs.write(ctx, func() error { return gp.Put(ctx, tag, r.content.top) }); err != nil {
+		if err := rs.write(ctx, func() error { return rs.putManifest(ctx, tag.TagStr(), r.content.top) }); err != nil {
 			if classify(ctx, err).relearnBlobs {
 				rs.invalidate(ph)
 			}
 			return fmt.Errorf("put manifest: %w", err)
 		}
-		return r.verify(ctx, tag, r.cfg.verifyWindow)
+		return r.verify(ctx, rs, tag, r.cfg.verifyWindow)
 	})
 	if failedPh != nil && err != nil && errors.As(err, new(*phaseFailed)) {
 		attempts = failedPh.attempts
@@ -432,7 +423,7 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 	// A refusal (401, 403, 400, a redirect loop) is no such doubt, and a tag
 	// that failed verification was read already.
 	lost := last.transient || last.fault == FaultTimeout
-	if err != nil && put && lost && last.fault != faultNotVerified && parent.Err() == nil && r.landed(parent, tag) {
+	if err != nil && put && lost && last.fault != faultNotVerified && parent.Err() == nil && r.landed(parent, rs, tag) {
 		err = nil
 	}
 
@@ -460,11 +451,11 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 // its own: the tag's timeout may be what ended its attempts. A lost answer is
 // rare and a read-after-write lag short, so the window is shorter than a
 // verification's: every failed tag pays it.
-func (r *run) landed(parent context.Context, tag name.Tag) bool {
+func (r *run) landed(parent context.Context, rs *repoState, tag name.Tag) bool {
 	window := min(r.cfg.verifyWindow, 3*time.Second)
 	ctx, cancel := context.WithTimeout(parent, window+10*time.Second)
 	defer cancel()
-	return r.verify(ctx, tag, window) == nil
+	return r.verify(ctx, rs, tag, window) == nil
 }
 
 // backoff is the wait before attempt n+1: exponential from retry-delay with

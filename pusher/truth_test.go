@@ -297,7 +297,9 @@ func TestOutageIsRiddenOutWithDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Latency = 20 * time.Millisecond
+	// The small image's blobs are in after ~60 ms at 20 ms a request: the
+	// outage starts among the tags' manifest PUTs.
+	cfg.Latency, cfg.OutageAfter = 20*time.Millisecond, 80*time.Millisecond
 	reg := testregistry.ForTest(t, testregistry.Options{Faults: cfg})
 	tags := tagsOn(t, reg.Host, "acme/outage", 20)
 	rep := pushWithin(t, 2*time.Minute, newPusher(t), smallImage(t), tags)

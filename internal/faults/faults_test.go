@@ -141,3 +141,28 @@ func TestPresets(t *testing.T) {
 		t.Errorf("unknown mode: %v", err)
 	}
 }
+
+// TestBandwidthOneLateReaderGetsTheRate: a reader whose every sleep overshoots
+// a little (as time.Sleep does) still gets the configured rate. Without
+// credit for the overshoot, one stream alone got about half of it.
+func TestBandwidthOneLateReaderGetsTheRate(t *testing.T) {
+	b := bandwidth{rate: 25_000_000}
+	now := time.Unix(1000, 0)
+	start := now
+	const chunk, chunks = 32 << 10, 800 // 26 MB: 1.05 s at 25 MB/s
+	for range chunks {
+		now = now.Add(b.reserve(chunk, now) + time.Millisecond) // each sleep 1 ms late
+	}
+	ideal := time.Duration(float64(chunk*chunks) / 25e6 * float64(time.Second))
+	if got := now.Sub(start); got > ideal+50*time.Millisecond {
+		t.Errorf("%d bytes took %s of simulated time, the rate allows %s", chunk*chunks, got, ideal)
+	}
+	// The credit is bounded: a reader idle for a second does not get a
+	// second's worth of bytes for free.
+	b = bandwidth{rate: 25_000_000}
+	b.reserve(chunk, now)
+	later := now.Add(time.Second)
+	if wait := b.reserve(25_000_000/10, later); wait < 90*time.Millisecond {
+		t.Errorf("after an idle second, a tenth of a second's bytes waited %s; want about 100ms", wait)
+	}
+}
