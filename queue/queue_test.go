@@ -391,3 +391,19 @@ func TestAcquireOutsideRunSharesTheLimit(t *testing.T) {
 		t.Fatal("a cancelled context got a free slot")
 	}
 }
+
+// BenchmarkAcquireRelease is what one write pays the limiter for its slot.
+func BenchmarkAcquireRelease(b *testing.B) {
+	alg, _ := NewAIMD(4, time.Second, 5*time.Second)
+	lim := NewLimiter("r", alg)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		s, err := lim.Acquire(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Observe(Success)
+		s.Release()
+	}
+}

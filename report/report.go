@@ -118,9 +118,9 @@ func StatsLine(s pusher.Stats) string {
 		}
 		parts = append(parts, "faults seen: "+strings.Join(fs, ", "))
 	}
-	parts = append(parts, fmt.Sprintf("retries: %d", s.Retries), "time waiting in backoff: "+Duration(s.BackoffWait))
+	parts = append(parts, fmt.Sprintf("retries: %d of tags, %d of blob uploads", s.Retries, s.BlobRetries), "time waiting in backoff: "+Duration(s.BackoffWait))
 	for _, reg := range slices.Sorted(maps.Keys(s.PeakConcurrency)) {
-		parts = append(parts, fmt.Sprintf("%s: peak concurrency %d, limit at end %d", reg, s.PeakConcurrency[reg], s.FinalLimit[reg]))
+		parts = append(parts, fmt.Sprintf("%s: peak writes in flight %d, limit at end %d", reg, s.PeakConcurrency[reg], s.FinalLimit[reg]))
 	}
 	return strings.Join(parts, " · ")
 }

@@ -78,7 +78,7 @@ func TestMarkdownTableIsWellFormed(t *testing.T) {
 			t.Errorf("row has %d cell borders, want 7: %s", cells, r)
 		}
 	}
-	for _, want := range []string{"2 of 3 tags pushed, 1 failed", "`2128de341499`", "kept failing \\| line one line two", "5xx: 3", "429: 1", "time waiting in backoff: 3.2s", "ghcr.io: peak concurrency 4, limit at end 2"} {
+	for _, want := range []string{"2 of 3 tags pushed, 1 failed", "`2128de341499`", "kept failing \\| line one line two", "5xx: 3", "429: 1", "time waiting in backoff: 3.2s", "ghcr.io: peak writes in flight 4, limit at end 2"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("summary lacks %q:\n%s", want, md)
 		}
