@@ -40,17 +40,56 @@ func Secrets(c Config) []string {
 		}
 	}
 	add(c.Password)
-	for _, line := range strings.Split(c.RegistryAuth, "\n") {
-		if _, cred, ok := strings.Cut(line, "="); ok {
-			if _, token, ok := strings.Cut(cred, ":"); ok {
-				add(token)
-			}
+	for _, line := range strings.Split(strings.ReplaceAll(c.RegistryAuth, "\r\n", "\n"), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if _, _, token, ok := parseAuthLine(line); ok {
+			add(token)
+			continue
+		}
+		// A line of the wrong shape ("user:TOKEN=ghcr.io", a missing part)
+		// may hold its secret anywhere: every part of it is masked.
+		for _, part := range strings.FieldsFunc(line, func(r rune) bool { return r == '=' || r == ':' }) {
+			add(part)
 		}
 	}
 	if c.Getenv != nil {
 		add(c.Getenv("GITHUB_TOKEN"))
 	}
 	return out
+}
+
+// parseAuthLine reads one REGISTRY=USER:TOKEN line. ok is false for any
+// other shape, including a part before "=" that is not a registry host.
+func parseAuthLine(line string) (reg, user, token string, ok bool) {
+	r, cred, ok1 := strings.Cut(line, "=")
+	u, t, ok2 := strings.Cut(cred, ":")
+	r, u, t = strings.TrimSpace(r), strings.TrimSpace(u), strings.TrimSpace(t)
+	if !ok1 || !ok2 || r == "" || u == "" || t == "" || strings.Contains(r, ":") && !hostPort(r) {
+		return "", "", "", false
+	}
+	registry, err := name.NewRegistry(r, name.StrictValidation)
+	if err != nil {
+		return "", "", "", false
+	}
+	return registry.RegistryStr(), u, t, true
+}
+
+// hostPort is "host:port" with a numeric port: the one place a registry
+// host has a colon.
+func hostPort(s string) bool {
+	_, port, ok := strings.Cut(s, ":")
+	if !ok || port == "" {
+		return false
+	}
+	for _, c := range port {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Keychain returns the keychain for c. Its errors never contain a secret.
@@ -61,17 +100,13 @@ func Keychain(c Config) (authn.Keychain, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		reg, cred, ok := strings.Cut(line, "=")
-		user, token, ok2 := strings.Cut(cred, ":")
-		reg, user, token = strings.TrimSpace(reg), strings.TrimSpace(user), strings.TrimSpace(token)
-		if !ok || !ok2 || reg == "" || user == "" || token == "" {
-			return nil, fmt.Errorf("registry-auth line %d: expected REGISTRY=USER:TOKEN (the line is not shown: it may hold a secret)", i+1)
+		reg, user, token, ok := parseAuthLine(line)
+		if !ok {
+			// Never quote the line: written the wrong way round, its first
+			// part is the secret.
+			return nil, fmt.Errorf("registry-auth line %d: expected REGISTRY=USER:TOKEN, with a registry host before \"=\" (the line is not shown: it may hold a secret)", i+1)
 		}
-		r, err := name.NewRegistry(reg)
-		if err != nil {
-			return nil, fmt.Errorf("registry-auth line %d: %q is not a registry host: %w", i+1, reg, err)
-		}
-		static[r.RegistryStr()] = authn.AuthConfig{Username: user, Password: token}
+		static[reg] = authn.AuthConfig{Username: user, Password: token}
 	}
 
 	user, pass := strings.TrimSpace(c.Username), strings.TrimSpace(c.Password)

@@ -1,6 +1,7 @@
 package credentials
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -86,6 +87,9 @@ func TestKeychainErrorsHideSecrets(t *testing.T) {
 		{Config{RegistryAuth: "ghcr.io:topsecret"}, "registry-auth line 1: expected REGISTRY=USER:TOKEN"},
 		{Config{RegistryAuth: "ghcr.io=topsecret"}, "registry-auth line 1"},
 		{Config{RegistryAuth: "ghcr.io=u:"}, "registry-auth line 1"},
+		{Config{RegistryAuth: "user:topsecret=ghcr.io"}, "registry-auth line 1: expected REGISTRY=USER:TOKEN"},
+		{Config{RegistryAuth: "user:topsecret=ghcr.io:443"}, "registry-auth line 1: expected REGISTRY=USER:TOKEN"},
+		{Config{RegistryAuth: "# comment\nghcr.io=u:t\nuser:topsecret=quay.io"}, "registry-auth line 3"},
 		{Config{Password: "topsecret"}, "username and password go together"},
 		{Config{Username: "u", Password: "topsecret", Registries: []string{"ghcr.io", "quay.io"}}, "the tags name 2 registries (ghcr.io, quay.io): use registry-auth"},
 	}
@@ -98,9 +102,15 @@ func TestKeychainErrorsHideSecrets(t *testing.T) {
 }
 
 func TestSecrets(t *testing.T) {
-	got := Secrets(Config{Password: "p1", RegistryAuth: "a.io=u:t1\nb.io=u:t2:x\nbad", Getenv: env(map[string]string{"GITHUB_TOKEN": "g1"})})
-	want := "p1,t1,t2:x,g1"
+	got := Secrets(Config{Password: "p1", RegistryAuth: "a.io=u:t1\nb.io=u:t2:x\nbad\n# note", Getenv: env(map[string]string{"GITHUB_TOKEN": "g1"})})
+	want := "p1,t1,t2:x,bad,g1"
 	if strings.Join(got, ",") != want {
 		t.Errorf("Secrets = %v, want %s", got, want)
+	}
+	// Written the wrong way round, the token comes first: every part of
+	// the line is masked, so the token is.
+	got = Secrets(Config{RegistryAuth: "ci:topsecret=ghcr.io:443"})
+	if !slices.Contains(got, "topsecret") {
+		t.Errorf("Secrets of a line written the wrong way round = %v, want the token among them", got)
 	}
 }

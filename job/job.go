@@ -189,7 +189,7 @@ func events(log logger) pusher.Events {
 	return pusher.Events{
 		TagDone: func(r pusher.Result) { log.Infof("%s", report.LogLine(r)) },
 		Retry: func(r pusher.Retry) {
-			log.Infof("retrying %s: attempt %d failed (%s): %v; next attempt in %s", r.Tag, r.Attempt, r.Fault, r.Err, report.Duration(r.Wait))
+			log.Infof("retrying %s: attempt %d failed (%s): %s; next attempt in %s", r.Tag, r.Attempt, r.Fault, report.OneLine(fmt.Sprint(r.Err)), report.Duration(r.Wait))
 		},
 		LimitChange: func(c queue.Change) {
 			why := "registry healthy again"

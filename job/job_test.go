@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -245,5 +246,29 @@ func TestTerminalRunFromDockerArchive(t *testing.T) {
 	}
 	if st := reg.Faults.Stats(); st.ManifestPuts != 2 {
 		t.Errorf("registry accepted %d manifests, want 2", st.ManifestPuts)
+	}
+}
+
+// A registry's error text must never become a workflow command: a message
+// holding "\n::add-mask::" or "\n::error" reached stdout raw through the
+// retry and tag-done lines.
+func TestRegistryTextIsNeverAWorkflowCommand(t *testing.T) {
+	evil := "boom\n::add-mask::tagpush\r::error title=pwned::injected\n  ::stop-commands::x"
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{FailWrites: http.StatusInternalServerError, FailMessage: evil}})
+	r := newRunner(t, map[string]string{"source": ociSource, "tags": reg.Host + "/acme/app:1", "debug": "true"})
+	if code := r.run(t); code != job.ExitFailed {
+		t.Fatalf("exit %d, want 1\n%s", code, &r.stdout)
+	}
+	out := strings.ReplaceAll(r.stdout.String(), "\r", "\n")
+	if !strings.Contains(out, "injected") {
+		t.Fatalf("the registry's message is not in the log at all; the test proves nothing:\n%s", out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		cmd := strings.TrimLeft(line, " \t")
+		for _, bad := range []string{"::add-mask::tagpush", "::error title=pwned", "::stop-commands::"} {
+			if strings.HasPrefix(cmd, bad) {
+				t.Errorf("stdout has a line the runner would run as a command: %q", line)
+			}
+		}
 	}
 }

@@ -3,6 +3,7 @@ package job
 import (
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/sethvargo/go-githubactions"
@@ -62,7 +63,29 @@ type githubLogger struct {
 func (l *githubLogger) Infof(format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.action.Infof(format, args...)
+	l.action.Infof("%s", neutralise(fmt.Sprintf(format, args...)))
+}
+
+// neutralise keeps text from elsewhere in a log line (a registry's error
+// message, a value the user gave) from being run as a workflow command. The
+// runner reads every line of a step's output, split at "\n" or a lone "\r",
+// whose text starts with "::" after leading white space as a command
+// (::add-mask::, ::error::, ::stop-commands::...). tagpush's own commands go
+// through go-githubactions, which escapes their data; plain lines go through
+// here, and any line of them that could read as a command is marked "> ".
+func neutralise(s string) string {
+	if !strings.Contains(s, "::") {
+		return s
+	}
+	s = strings.ReplaceAll(s, "\r\n", "\n")
+	s = strings.ReplaceAll(s, "\r", "\n")
+	lines := strings.Split(s, "\n")
+	for i, line := range lines {
+		if strings.HasPrefix(strings.TrimLeft(line, " \t\v\f"), "::") {
+			lines[i] = "> " + line
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 func (l *githubLogger) Warnf(format string, args ...any) {
@@ -81,7 +104,7 @@ func (l *githubLogger) Debugf(format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.debug {
-		l.action.Infof("debug: "+format, args...)
+		l.action.Infof("%s", neutralise("debug: "+fmt.Sprintf(format, args...)))
 		return
 	}
 	l.action.Debugf(format, args...)

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"unicode"
 	"time"
 
 	"github.com/tagpush/tagpush/pusher"
@@ -133,9 +134,24 @@ var statusIcon = map[pusher.Status]string{
 
 // mdCell makes s safe inside a markdown table cell.
 func mdCell(s string) string {
-	s = strings.ReplaceAll(s, "\r", "")
-	s = strings.ReplaceAll(s, "\n", " ")
-	return strings.ReplaceAll(s, "|", `\|`)
+	return strings.ReplaceAll(OneLine(s), "|", `\|`)
+}
+
+// OneLine turns every control character in s (line breaks, a lone carriage
+// return, tabs, escapes) into a space. Error text comes from registries: in a
+// table cell or a log line it must stay on its line, where no part of it can
+// start a line of its own (a CI runner reads "::" at a line's start as a
+// command) or move the terminal's cursor.
+func OneLine(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // Markdown is the job summary: a headline, one row per tag (grouped by
@@ -191,7 +207,7 @@ func Table(rep *pusher.Report) string {
 	for _, r := range rep.Results {
 		errText := ""
 		if r.Err != nil {
-			errText = strings.ReplaceAll(r.Err.Error(), "\n", " ")
+			errText = OneLine(r.Err.Error())
 		}
 		fmt.Fprintf(&b, "%-9s  %-*s  %-12s  %8d  %9s  %s\n",
 			r.Status, width, r.Tag.String(), ShortDigest(r.Digest), r.Attempts, Duration(r.Duration), errText)
@@ -205,7 +221,7 @@ func LogLine(r pusher.Result) string {
 	case pusher.StatusPushed:
 		return fmt.Sprintf("pushed %s (%s) in %s, %s", r.Tag, ShortDigest(r.Digest), Duration(r.Duration), attempts(r.Attempts))
 	default:
-		return fmt.Sprintf("%s %s after %s, %s: %v", r.Status, r.Tag, Duration(r.Duration), attempts(r.Attempts), r.Err)
+		return fmt.Sprintf("%s %s after %s, %s: %s", r.Status, r.Tag, Duration(r.Duration), attempts(r.Attempts), OneLine(fmt.Sprint(r.Err)))
 	}
 }
 

@@ -10,6 +10,7 @@
 package faults
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -50,6 +51,9 @@ type Config struct {
 	LoseUploadFirst int
 	// FailWrites answers every write with this status (e.g. 500).
 	FailWrites int
+	// FailMessage, when set, is the message of the errors FailWrites sends:
+	// registry text that reaches the log.
+	FailMessage string
 	// FailAll answers every request, reads included, with this status (e.g. 503).
 	FailAll int
 	// SecondaryRateLimitFirst answers the first n manifest PUTs with ghcr.io's
@@ -328,7 +332,7 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 		d.body = ociError(code, msg)
 	case write && c.FailWrites != 0:
 		d.status, d.fault = c.FailWrites, fmt.Sprint(c.FailWrites)
-		d.body = ociError("UNKNOWN", "unknown error")
+		d.body = ociError("UNKNOWN", cmp.Or(c.FailMessage, "unknown error"))
 	case write && c.MaxWrites > 0 && l.inFlight > c.MaxWrites:
 		d.status, d.fault = http.StatusInternalServerError, "500"
 		d.body = ociError("UNKNOWN", "unknown error")
