@@ -9,8 +9,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"unicode"
 	"time"
+	"unicode"
 
 	"github.com/tagpush/tagpush/pusher"
 )
