@@ -5,10 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/sethvargo/go-githubactions"
 )
 
@@ -45,6 +47,8 @@ type Config struct {
 	Username      string
 	Password      string
 	RegistryAuth  string
+	CAFile        string
+	Insecure      []string // insecure-registries, as registry hosts
 	Concurrency   int
 	Adaptive      bool
 	MaxAttempts   int
@@ -158,6 +162,7 @@ func parse(v map[string]string) (*Config, error) {
 		Username:     strings.TrimSpace(v["username"]),
 		Password:     v["password"],
 		RegistryAuth: v["registry-auth"],
+		CAFile:       strings.TrimSpace(v["ca-file"]),
 	}
 	var errs []error
 	if c.Source == "" {
@@ -187,6 +192,19 @@ func parse(v map[string]string) (*Config, error) {
 		}
 		return b
 	}
+	for i, item := range splitList(v["insecure-registries"]) {
+		reg, err := name.NewRegistry(item, name.StrictValidation)
+		if err != nil || strings.ContainsAny(item, "/@") {
+			errs = append(errs, usage("insecure-registries item %d: %q is not a registry host (host or host:port, e.g. registry.corp:5000)", i+1, item))
+			continue
+		}
+		c.Insecure = append(c.Insecure, reg.RegistryStr())
+	}
+	if c.CAFile != "" {
+		if st, err := os.Stat(c.CAFile); err != nil || st.IsDir() {
+			errs = append(errs, usage("ca-file: %q is not a readable file", c.CAFile))
+		}
+	}
 	c.Concurrency = intOpt("concurrency", 1)
 	c.MaxAttempts = intOpt("max-attempts", 1)
 	c.RetryDelay = durOpt("retry-delay")
@@ -202,6 +220,17 @@ func parse(v map[string]string) (*Config, error) {
 		return nil, &UsageError{errors.Join(errs...)}
 	}
 	return c, nil
+}
+
+// splitList splits a list input at newlines and commas, trimmed, blanks dropped.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == ',' || r == '\r' }) {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // flagValue is a string flag that can also be given bare (--dry-run).

@@ -16,21 +16,23 @@ var sample = map[string]struct {
 	value string
 	got   func(*Config) string
 }{
-	"source":          {"oci:./img", func(c *Config) string { return c.Source }},
-	"tags":            {"a.io/x:1\na.io/x:2", func(c *Config) string { return c.Tags }},
-	"repository":      {"a.io/x", func(c *Config) string { return c.Repository }},
-	"platform":        {"linux/arm64", func(c *Config) string { return c.Platform }},
-	"username":        {"robot", func(c *Config) string { return c.Username }},
-	"password":        {"hunter2", func(c *Config) string { return c.Password }},
-	"registry-auth":   {"a.io=u:t", func(c *Config) string { return c.RegistryAuth }},
-	"concurrency":     {"7", func(c *Config) string { return fmt.Sprint(c.Concurrency) }},
-	"adaptive":        {"false", func(c *Config) string { return fmt.Sprint(c.Adaptive) }},
-	"max-attempts":    {"9", func(c *Config) string { return fmt.Sprint(c.MaxAttempts) }},
-	"retry-delay":     {"3s", func(c *Config) string { return c.RetryDelay.String() }},
-	"max-retry-delay": {"1m0s", func(c *Config) string { return c.MaxRetryDelay.String() }},
-	"timeout":         {"2m0s", func(c *Config) string { return c.Timeout.String() }},
-	"fail-on-error":   {"false", func(c *Config) string { return fmt.Sprint(c.FailOnError) }},
-	"dry-run":         {"true", func(c *Config) string { return fmt.Sprint(c.DryRun) }},
+	"source":              {"oci:./img", func(c *Config) string { return c.Source }},
+	"tags":                {"a.io/x:1\na.io/x:2", func(c *Config) string { return c.Tags }},
+	"repository":          {"a.io/x", func(c *Config) string { return c.Repository }},
+	"platform":            {"linux/arm64", func(c *Config) string { return c.Platform }},
+	"username":            {"robot", func(c *Config) string { return c.Username }},
+	"password":            {"hunter2", func(c *Config) string { return c.Password }},
+	"registry-auth":       {"a.io=u:t", func(c *Config) string { return c.RegistryAuth }},
+	"ca-file":             {"load_test.go", func(c *Config) string { return c.CAFile }},
+	"insecure-registries": {"registry.corp:5000", func(c *Config) string { return strings.Join(c.Insecure, ",") }},
+	"concurrency":         {"7", func(c *Config) string { return fmt.Sprint(c.Concurrency) }},
+	"adaptive":            {"false", func(c *Config) string { return fmt.Sprint(c.Adaptive) }},
+	"max-attempts":        {"9", func(c *Config) string { return fmt.Sprint(c.MaxAttempts) }},
+	"retry-delay":         {"3s", func(c *Config) string { return c.RetryDelay.String() }},
+	"max-retry-delay":     {"1m0s", func(c *Config) string { return c.MaxRetryDelay.String() }},
+	"timeout":             {"2m0s", func(c *Config) string { return c.Timeout.String() }},
+	"fail-on-error":       {"false", func(c *Config) string { return fmt.Sprint(c.FailOnError) }},
+	"dry-run":             {"true", func(c *Config) string { return fmt.Sprint(c.DryRun) }},
 }
 
 func load(t *testing.T, args []string, env map[string]string) *Config {
@@ -164,6 +166,24 @@ func TestHelpListsEveryOption(t *testing.T) {
 	for _, o := range Options() {
 		if !strings.Contains(help.String(), "-"+o.Name) {
 			t.Errorf("--help does not list --%s", o.Name)
+		}
+	}
+}
+
+func TestTLSInputsAreChecked(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--ca-file", "/no/such/ca.pem"}, `ca-file: "/no/such/ca.pem" is not a readable file`},
+		{[]string{"--insecure-registries", "ok.io, ghcr.io/acme/app"}, `insecure-registries item 2: "ghcr.io/acme/app" is not a registry host`},
+	}
+	for _, tt := range tests {
+		args := append([]string{"--source", "oci:x", "--tags", "a.io/x:1"}, tt.args...)
+		_, err := Load(args, func(string) string { return "" }, Terminal, &bytes.Buffer{})
+		var uerr *UsageError
+		if !errors.As(err, &uerr) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Load(%v) = %v, want a usage error saying %q", tt.args, err, tt.want)
 		}
 	}
 }

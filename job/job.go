@@ -91,8 +91,21 @@ func Run(ctx context.Context, env Env) int {
 		log.Warnf("%s", d)
 	}
 	tags := taglist.Tags(items)
+	tags, err = allowInsecure(tags, cfg.Insecure)
+	if err != nil {
+		log.Failf("tagpush: bad input", "%v (nothing was pushed)", err)
+		return ExitBadInput
+	}
+	for _, reg := range cfg.Insecure {
+		log.Warnf("insecure-registries: TLS certificates of %s are not checked, and plain HTTP is allowed: anyone on the network path can read or change what is pushed there", reg)
+	}
 	for _, t := range tags {
 		creds.Registries = append(creds.Registries, t.RegistryStr())
+	}
+	transport, err := pusher.NewTransport(pusher.TLS{CAFile: cfg.CAFile, Insecure: cfg.Insecure})
+	if err != nil {
+		log.Failf("tagpush: bad input", "%v (nothing was pushed)", err)
+		return ExitBadInput
 	}
 	keychain, err := credentials.Keychain(creds)
 	if err != nil {
@@ -101,6 +114,7 @@ func Run(ctx context.Context, env Env) int {
 	}
 	img, err := source.Open(ctx, cfg.Source, source.Options{
 		Keychain:   keychain,
+		Transport:  transport,
 		Platform:   cfg.Platform,
 		DockerHost: env.Getenv("DOCKER_HOST"),
 	})
@@ -127,6 +141,7 @@ func Run(ctx context.Context, env Env) int {
 		pusher.WithTimeout(cfg.Timeout),
 		pusher.WithUserAgent("tagpush/" + env.Version),
 		pusher.WithKeychain(keychain),
+		pusher.WithTransport(transport),
 		pusher.WithEvents(events(log)),
 	}
 	p, err := pusher.New(append(opts, env.PusherOptions...)...)
@@ -153,6 +168,26 @@ func Run(ctx context.Context, env Env) int {
 		return ExitFailed
 	}
 	return ExitOK
+}
+
+// allowInsecure re-reads the tags bound for an insecure registry so that
+// plain HTTP may be used with it (go-containerregistry tries https first).
+func allowInsecure(tags []name.Tag, insecure []string) ([]name.Tag, error) {
+	if len(insecure) == 0 {
+		return tags, nil
+	}
+	out := make([]name.Tag, len(tags))
+	for i, t := range tags {
+		out[i] = t
+		if slices.Contains(insecure, t.RegistryStr()) {
+			it, err := name.NewTag(t.String(), name.Insecure)
+			if err != nil {
+				return nil, fmt.Errorf("tag %s: %w", t, err)
+			}
+			out[i] = it
+		}
+	}
+	return out, nil
 }
 
 func newLogger(fe config.FrontEnd, env Env, debug bool) logger {

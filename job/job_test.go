@@ -272,3 +272,41 @@ func TestRegistryTextIsNeverAWorkflowCommand(t *testing.T) {
 		}
 	}
 }
+
+// A registry with a private CA: refused, with a message that names the two
+// inputs that fix it, and not retried; pushed with ca-file; pushed with
+// insecure-registries and a warning.
+func TestPrivateCARegistry(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{TLS: true})
+	tag := reg.Host + "/acme/app:1"
+
+	t.Run("untrusted", func(t *testing.T) {
+		r := newRunner(t, map[string]string{"source": ociSource, "tags": tag})
+		if code := r.run(t); code != job.ExitFailed {
+			t.Fatalf("exit %d, want 1\n%s", code, &r.stdout)
+		}
+		res := r.outputs(t)["results"]
+		for _, want := range []string{"TLS certificate of " + reg.Host + " is not trusted", "ca-file", "insecure-registries", `"attempts":1,`} {
+			if !strings.Contains(res, want) {
+				t.Errorf("results lack %q: %s", want, res)
+			}
+		}
+		if strings.Contains(res, "invalid") {
+			t.Errorf("a certificate failure is reported as an invalid request: %s", res)
+		}
+	})
+	t.Run("ca-file", func(t *testing.T) {
+		r := newRunner(t, map[string]string{"source": ociSource, "tags": tag, "ca-file": reg.CAFile})
+		mustRun(t, r)
+		if got := r.outputs(t)["pushed"]; got != tag {
+			t.Errorf("pushed = %q, want %s", got, tag)
+		}
+	})
+	t.Run("insecure-registries", func(t *testing.T) {
+		r := newRunner(t, map[string]string{"source": ociSource, "tags": reg.Host + "/acme/app:2", "insecure-registries": reg.Host})
+		mustRun(t, r)
+		if !strings.Contains(r.stdout.String(), "::warning::insecure-registries: TLS certificates of "+reg.Host+" are not checked") {
+			t.Errorf("no warning for the insecure registry:\n%s", &r.stdout)
+		}
+	})
+}

@@ -81,6 +81,13 @@ func classify(own context.Context, err error) verdict {
 		return verdict{fault: faultNotVerified, transient: true, outcome: queue.Ignore}
 	}
 
+	// Before any status: on a localhost registry go-containerregistry pings
+	// https and http together, and a TLS registry answers the http ping with
+	// 400, joined to the https ping's certificate error. The certificate is
+	// what is wrong.
+	if isCertificateError(err) {
+		return verdict{fault: FaultTLS, outcome: queue.Ignore}
+	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {
 		return classifyStatus(terr)
@@ -104,8 +111,6 @@ func classify(own context.Context, err error) verdict {
 		return verdict{fault: FaultConnect, transient: true, refused: true, outcome: queue.Ignore}
 	case errors.As(err, &dnsErr):
 		return verdict{fault: FaultConnect, transient: dnsErr.IsTemporary || dnsErr.IsTimeout, outcome: queue.Ignore}
-	case isCertificateError(err):
-		return verdict{fault: FaultTLS, outcome: queue.Ignore}
 	case errors.Is(err, context.Canceled):
 		return verdict{fault: FaultOther, transient: true, outcome: queue.Ignore}
 	case errors.Is(err, context.DeadlineExceeded):
@@ -207,7 +212,7 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 		}
 		return fmt.Errorf("could not reach %s: is the registry name right? %w", reg, err)
 	case FaultTLS:
-		return fmt.Errorf("the TLS certificate of %s is not trusted: add its CA to the system's (SSL_CERT_FILE): %w", reg, err)
+		return fmt.Errorf("the TLS certificate of %s is not trusted: give its CA in ca-file (or SSL_CERT_FILE), or list the registry in insecure-registries: %w", reg, err)
 	case FaultRedirect:
 		return fmt.Errorf("%s redirected the request in a loop (more than %d redirects): check the registry address and any proxy in front of it: %w", reg, maxRedirects, err)
 	case faultCancelled:

@@ -1,8 +1,11 @@
 package pusher
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -203,7 +206,66 @@ func WithEvents(e Events) Option {
 // clock starts after its body is written), so a hung connection is a
 // retryable timeout rather than a tag stuck until its own timeout.
 func defaultTransport() http.RoundTripper {
-	t := remote.DefaultTransport.(*http.Transport).Clone()
-	t.ResponseHeaderTimeout = 2 * time.Minute
+	t, _ := NewTransport(TLS{})
 	return t
+}
+
+// TLS says which certificates to trust beyond the system's.
+type TLS struct {
+	// CAFile is a PEM file of CA certificates to trust as well (a company CA).
+	CAFile string
+	// Insecure lists registries (host or host:port) whose certificates are
+	// not checked and which may be reached over plain HTTP.
+	Insecure []string
+}
+
+// NewTransport returns the HTTP transport for registries: go-containerregistry's
+// default, with the response-header bound, trusting tls.CAFile too, and
+// skipping certificate checks for tls.Insecure. Sources and destinations use
+// the same one, so both get the same timeouts and trust.
+func NewTransport(cfg TLS) (http.RoundTripper, error) {
+	base := remote.DefaultTransport.(*http.Transport).Clone()
+	base.ResponseHeaderTimeout = 2 * time.Minute
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca-file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca-file %s: no PEM certificate in it", cfg.CAFile)
+		}
+		base.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	if len(cfg.Insecure) == 0 {
+		return base, nil
+	}
+	skip := base.Clone()
+	if skip.TLSClientConfig == nil {
+		skip.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	skip.TLSClientConfig.InsecureSkipVerify = true //nolint:gosec // the user listed these registries as insecure
+	hosts := make(map[string]bool, len(cfg.Insecure))
+	for _, h := range cfg.Insecure {
+		hosts[h] = true
+	}
+	return &perHost{insecure: hosts, secure: base, skip: skip}, nil
+}
+
+// perHost sends requests for the registries the user listed as insecure
+// through a transport that does not check certificates, the rest through the
+// normal one. Redirects to another host (blob storage) are checked again.
+type perHost struct {
+	insecure     map[string]bool
+	secure, skip http.RoundTripper
+}
+
+func (p *perHost) RoundTrip(req *http.Request) (*http.Response, error) {
+	if p.insecure[req.URL.Host] || p.insecure[req.URL.Hostname()] {
+		return p.skip.RoundTrip(req)
+	}
+	return p.secure.RoundTrip(req)
 }

@@ -9,9 +9,17 @@ package testregistry
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -39,6 +47,8 @@ type Registry struct {
 	Faults *faults.Layer
 	// Direct is the registry's own address, without the fault layer.
 	Direct string
+	// CAFile is the PEM file of the CA that signed a TLS registry's certificate.
+	CAFile string
 
 	cmd    *exec.Cmd
 	front  *httptest.Server
@@ -56,6 +66,10 @@ type Options struct {
 	// OnDisk stores blobs in a temporary directory instead of memory, for
 	// runs that push more than a few hundred MiB.
 	OnDisk bool
+	// TLS makes Distribution itself serve TLS, with a certificate for
+	// 127.0.0.1 signed by a CA made for the registry (CAFile). Host is then
+	// the registry's own address: there is no fault layer (Faults is nil).
+	TLS bool
 }
 
 // Binary returns the path of the registry binary, installing it when needed.
@@ -192,13 +206,28 @@ http:
 	// traces to localhost:4318 unless told not to: give it a clean environment.
 	r.cmd = exec.Command(bin, "serve", cfgPath)
 	r.cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + r.dir, "OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none"}
+	scheme, client := "http", http.DefaultClient
+	if opts.TLS {
+		certFile, keyFile, pool, err := writeCertificates(r.dir)
+		if err != nil {
+			return err
+		}
+		r.CAFile = filepath.Join(r.dir, "ca.pem")
+		r.cmd.Env = append(r.cmd.Env, "REGISTRY_HTTP_TLS_CERTIFICATE="+certFile, "REGISTRY_HTTP_TLS_KEY="+keyFile)
+		scheme = "https"
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	}
 	r.cmd.Stdout, r.cmd.Stderr = r.logBuf, r.logBuf
 	if err := r.cmd.Start(); err != nil {
 		return fmt.Errorf("start registry: %w", err)
 	}
 	r.Direct = addr
-	if err := waitReady(ctx, "http://"+addr+"/v2/", len(opts.Users) > 0); err != nil {
+	if err := waitReady(ctx, client, scheme+"://"+addr+"/v2/", len(opts.Users) > 0); err != nil {
 		return fmt.Errorf("%w; registry log:\n%s", err, r.Log())
+	}
+	if opts.TLS {
+		r.Host = addr
+		return nil
 	}
 	target, _ := url.Parse("http://" + addr)
 	r.Faults = faults.New(faults.Proxy(target), opts.Faults)
@@ -241,12 +270,12 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func waitReady(ctx context.Context, u string, authRequired bool) error {
+func waitReady(ctx context.Context, client *http.Client, u string, authRequired bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -263,4 +292,58 @@ func waitReady(ctx context.Context, u string, authRequired bool) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// writeCertificates makes a CA (ca.pem) and a certificate for 127.0.0.1
+// signed by it (cert.pem, key.pem) in dir, and returns a pool trusting the CA.
+func writeCertificates(dir string) (certFile, keyFile string, pool *x509.CertPool, err error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", nil, err
+	}
+	now := time.Now()
+	ca := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tagpush test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		return "", "", nil, err
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", nil, err
+	}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return "", "", nil, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return "", "", nil, err
+	}
+	write := func(name, typ string, der []byte) (string, error) {
+		path := filepath.Join(dir, name)
+		return path, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+	}
+	if _, err := write("ca.pem", "CERTIFICATE", caDER); err != nil {
+		return "", "", nil, err
+	}
+	if certFile, err = write("cert.pem", "CERTIFICATE", leafDER); err != nil {
+		return "", "", nil, err
+	}
+	if keyFile, err = write("key.pem", "EC PRIVATE KEY", keyDER); err != nil {
+		return "", "", nil, err
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(caCert)
+	return certFile, keyFile, pool, nil
 }
