@@ -51,6 +51,7 @@ type Config struct {
 	Insecure      []string // insecure-registries, as registry hosts
 	Concurrency   int
 	Adaptive      bool
+	Overwrite     bool
 	MaxAttempts   int
 	RetryDelay    time.Duration
 	MaxRetryDelay time.Duration
@@ -211,6 +212,7 @@ func parse(v map[string]string) (*Config, error) {
 	c.MaxRetryDelay = durOpt("max-retry-delay")
 	c.Timeout = durOpt("timeout")
 	c.Adaptive = boolOpt("adaptive")
+	c.Overwrite = boolOpt("overwrite")
 	c.FailOnError = boolOpt("fail-on-error")
 	c.DryRun = boolOpt("dry-run")
 	if c.MaxRetryDelay > 0 && c.RetryDelay > c.MaxRetryDelay {

@@ -137,6 +137,7 @@ func Run(ctx context.Context, env Env) int {
 	opts := []pusher.Option{
 		pusher.WithConcurrency(cfg.Concurrency),
 		pusher.WithAdaptive(cfg.Adaptive),
+		pusher.WithOverwrite(cfg.Overwrite),
 		pusher.WithRetry(cfg.MaxAttempts, cfg.RetryDelay, cfg.MaxRetryDelay),
 		pusher.WithTimeout(cfg.Timeout),
 		pusher.WithUserAgent("tagpush/" + env.Version),
@@ -161,7 +162,7 @@ func Run(ctx context.Context, env Env) int {
 		log.Failf("tagpush: cannot write results", "%v", err)
 		return ExitFailed
 	}
-	if report.Count(rep.Results, pusher.StatusPushed) == len(rep.Results) {
+	if allOK(rep) {
 		return ExitOK
 	}
 	if cfg.FailOnError || ctx.Err() != nil {

@@ -3,6 +3,7 @@ package job
 import (
 	"fmt"
 	"os"
+	"strings"
 	"path/filepath"
 
 	"github.com/sethvargo/go-githubactions"
@@ -15,7 +16,7 @@ import (
 // publish writes the results where the front end wants them.
 func publish(fe config.FrontEnd, env Env, log logger, rep *pusher.Report) error {
 	for _, r := range rep.Results {
-		if r.Status != pusher.StatusPushed {
+		if !r.Status.OK() {
 			log.Failf("tagpush: "+r.Tag.String()+" "+string(r.Status), "%s %s: %v", r.Status, r.Tag, r.Err)
 		}
 	}
@@ -50,7 +51,10 @@ func publishGitHub(env Env, log logger, rep *pusher.Report, results string) erro
 		outputs := [][2]string{
 			{"digest", rep.Digest},
 			{"results", results},
-			{"pushed", report.Refs(rep.Results, pusher.StatusPushed)},
+			// pushed lists every tag that holds the digest now, unchanged
+			// ones included; unchanged lists those that needed no write.
+			{"pushed", okRefs(rep)},
+			{"unchanged", report.Refs(rep.Results, pusher.StatusUnchanged)},
 			{"failed", failed},
 		}
 		for _, o := range outputs {
@@ -110,11 +114,32 @@ func publishBitbucket(env Env, results string) error {
 	return nil
 }
 
+// allOK reports whether every tag holds the digest: pushed or unchanged.
+func allOK(rep *pusher.Report) bool {
+	for _, r := range rep.Results {
+		if !r.Status.OK() {
+			return false
+		}
+	}
+	return true
+}
+
+// okRefs lists, in input order, the tags that hold the digest.
+func okRefs(rep *pusher.Report) string {
+	var refs []string
+	for _, r := range rep.Results {
+		if r.Status.OK() {
+			refs = append(refs, r.Tag.String())
+		}
+	}
+	return strings.Join(refs, "\n")
+}
+
 // statusLine is the pipe's last line: green on success, red on failure, in
 // colour only when the output is a terminal or TERM asks for it (and NO_COLOR
 // does not forbid it).
 func statusLine(env Env, rep *pusher.Report) string {
-	ok := report.Count(rep.Results, pusher.StatusPushed) == len(rep.Results)
+	ok := allOK(rep)
 	text, code := "✔ Success: "+report.Headline(rep), "32"
 	if !ok {
 		text, code = "✖ Failed: "+report.Headline(rep), "31"

@@ -20,6 +20,7 @@ type Option func(*config) error
 type config struct {
 	concurrency   int
 	adaptive      bool
+	overwrite     bool
 	cooldown      time.Duration
 	probeAfter    time.Duration
 	maxAttempts   int
@@ -41,6 +42,7 @@ func defaults() config {
 	return config{
 		concurrency:   4,
 		adaptive:      true,
+		overwrite:     true,
 		cooldown:      time.Second,
 		probeAfter:    5 * time.Second,
 		maxAttempts:   8,
@@ -95,6 +97,12 @@ func WithConcurrency(n int) Option {
 		c.concurrency = n
 		return nil
 	}
+}
+
+// WithOverwrite says whether a tag that holds another digest is written
+// (true, the default) or left as it is and reported failed.
+func WithOverwrite(on bool) Option {
+	return func(c *config) error { c.overwrite = on; return nil }
 }
 
 // WithAdaptive turns adaptive concurrency on (the default) or off.

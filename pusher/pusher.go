@@ -32,10 +32,19 @@ import (
 type Status string
 
 const (
-	StatusPushed    Status = "pushed"
+	StatusPushed Status = "pushed"
+	// StatusUnchanged is a tag that already resolved to the digest: nothing
+	// was written for it. It is a success.
+	StatusUnchanged Status = "unchanged"
 	StatusFailed    Status = "failed"
 	StatusCancelled Status = "cancelled"
 )
+
+// OK reports whether the tag holds the digest at the end: pushed or unchanged.
+func (s Status) OK() bool { return s == StatusPushed || s == StatusUnchanged }
+
+// errExists is a tag that holds another digest while overwrite is off.
+var errExists = errors.New("tag exists")
 
 // Result is what became of one tag.
 type Result struct {
@@ -371,6 +380,15 @@ func (r *run) do(ctx context.Context, host, what string, lim *queue.Limiter, blo
 	return attempts, last, nil
 }
 
+// refusesExisting is a status with which registries refuse to overwrite a tag.
+func refusesExisting(status int) bool {
+	switch status {
+	case http.StatusBadRequest, http.StatusForbidden, http.StatusConflict, http.StatusPreconditionFailed:
+		return true
+	}
+	return false
+}
+
 // phaseFailed is a tag's attempt that found its repository's blob phase
 // failed: the tag fails with the phase's error and attempts.
 type phaseFailed struct {
@@ -392,10 +410,29 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 
 	host := tag.RegistryStr()
 	var (
-		put      bool // a manifest PUT for this tag was sent
-		failedPh *phase
+		put       bool // a manifest PUT for this tag was sent
+		failedPh  *phase
+		looked    bool // the tag was looked up
+		unchanged bool // it already held the digest, or a refused PUT found it there
 	)
 	attempts, last, err := r.do(ctx, host, tag.String(), rs.lim, false, func(ctx context.Context) error {
+		// A read first, outside the write limit and before the blob phase:
+		// a tag already at the digest costs nothing more, and a repository
+		// whose tags all are never has its blobs checked. Found missing,
+		// the tag is not looked up again.
+		if !looked {
+			got, err := rs.headManifest(ctx, tag.TagStr())
+			switch {
+			case err == nil && got == r.content.digest:
+				unchanged = true
+				return nil
+			case err == nil && !r.cfg.overwrite:
+				return retry.Unrecoverable(fmt.Errorf("%w at %s; overwrite is false, so it was left as it is", errExists, got))
+			case err != nil && !isNotFound(err):
+				return fmt.Errorf("look up tag: %w", err)
+			}
+			looked = true
+		}
 		ph, err := rs.ready(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -406,8 +443,18 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 		}
 		put = true
 		if err := rs.write(ctx, func() error { return rs.putManifest(ctx, tag.TagStr(), r.content.top) }); err != nil {
-			if classify(ctx, err).relearnBlobs {
+			v := classify(ctx, err)
+			if v.relearnBlobs {
 				rs.invalidate(ph)
+			}
+			// Immutable-tag registries refuse to write a tag that exists
+			// (ECR 400 TAG_INVALID, Harbor 409/412, others 403): if it holds
+			// our digest, nothing needed writing.
+			if !v.transient && refusesExisting(v.status) {
+				if got, herr := rs.headManifest(ctx, tag.TagStr()); herr == nil && got == r.content.digest {
+					unchanged = true
+					return nil
+				}
 			}
 			return fmt.Errorf("put manifest: %w", err)
 		}
@@ -429,8 +476,12 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 
 	res := Result{Tag: tag, Attempts: attempts, Duration: r.cfg.now().Sub(start)}
 	switch {
+	case err == nil && unchanged:
+		res.Status, res.Digest = StatusUnchanged, r.content.digest.String()
 	case err == nil:
 		res.Status, res.Digest = StatusPushed, r.content.digest.String()
+	case errors.Is(err, errExists):
+		res.Status, res.Err = StatusFailed, fmt.Errorf("%s %w", tag, err)
 	case parent.Err() != nil:
 		res.Status = StatusCancelled
 		res.Err = fmt.Errorf("cancelled after %d attempt(s): %w", attempts, context.Cause(parent))

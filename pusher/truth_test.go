@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/tagpush/tagpush/internal/faults"
+	"github.com/tagpush/tagpush/internal/testimage"
 	"github.com/tagpush/tagpush/internal/testregistry"
 	"github.com/tagpush/tagpush/pusher"
 	"github.com/tagpush/tagpush/queue"
@@ -350,5 +351,97 @@ func TestRegistryRefusingOnePutUploadsGetsChunks(t *testing.T) {
 	assertBlobsOnce(t, st, blobDigests(t, img))
 	if st.ByMethod[http.MethodPatch] == 0 || st.Injected["refuse-monolithic"] == 0 {
 		t.Errorf("writes %v, refusals %d; want the refusal seen and chunked uploads after it", st.ByMethod, st.Injected["refuse-monolithic"])
+	}
+}
+
+// A re-run of the same tags writes nothing: every tag is unchanged, and the
+// registry sees no POST, PATCH or PUT, and no blob check. Five more tags
+// cost exactly five manifest PUTs.
+func TestRerunWritesNothing(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	img := smallImage(t)
+	tags := tagsOn(t, reg.Host, "acme/rerun", 25)
+	first := pushWithin(t, time.Minute, newPusher(t), img, tags[:20])
+	for _, r := range first.Results {
+		if r.Status != pusher.StatusPushed {
+			t.Fatalf("%s: %s: %v", r.Tag, r.Status, r.Err)
+		}
+	}
+
+	reg.Faults.Reset(faults.Config{})
+	again := pushWithin(t, time.Minute, newPusher(t), img, tags[:20])
+	for _, r := range again.Results {
+		if r.Status != pusher.StatusUnchanged || r.Digest != first.Digest || r.Err != nil {
+			t.Errorf("re-run %s: %s (%v), want unchanged at %s", r.Tag, r.Status, r.Err, first.Digest)
+		}
+	}
+	st := reg.Faults.Stats()
+	if writes := st.ByMethod[http.MethodPost] + st.ByMethod[http.MethodPatch] + st.ByMethod[http.MethodPut]; writes != 0 {
+		t.Errorf("the re-run wrote %d times (%v), want none", writes, st.ByMethod)
+	}
+	if st.ByMethod[http.MethodHead] != 20 {
+		t.Errorf("the re-run made %d HEADs, want one per tag and no blob checks", st.ByMethod[http.MethodHead])
+	}
+
+	reg.Faults.Reset(faults.Config{})
+	more := pushWithin(t, time.Minute, newPusher(t), img, tags)
+	pushed := 0
+	for _, r := range more.Results {
+		if r.Status == pusher.StatusPushed {
+			pushed++
+		} else if r.Status != pusher.StatusUnchanged {
+			t.Errorf("%s: %s: %v", r.Tag, r.Status, r.Err)
+		}
+	}
+	st = reg.Faults.Stats()
+	if pushed != 5 || st.ManifestPuts != 5 || st.UploadSessions != 0 || st.BlobBytes != 0 {
+		t.Errorf("5 new tags: %d pushed, %d manifest PUTs, %d uploads, %d blob bytes; want 5, 5, 0, 0", pushed, st.ManifestPuts, st.UploadSessions, st.BlobBytes)
+	}
+	assertPresent(t, reg, tags, first.Digest)
+}
+
+// With overwrite false, a tag at another digest keeps it and fails with a
+// message that says so; the others are pushed.
+func TestOverwriteFalseLeavesOtherDigests(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	tags := tagsOn(t, reg.Host, "acme/keep", 10)
+	old, err := testimage.Small("linux", "arm64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := pushWithin(t, time.Minute, newPusher(t), old, tags[:5])
+	img := smallImage(t)
+	rep := pushWithin(t, time.Minute, newPusher(t, pusher.WithOverwrite(false)), img, tags)
+	for i, r := range rep.Results {
+		msg := fmt.Sprint(r.Err)
+		switch {
+		case i < 5 && (r.Status != pusher.StatusFailed || !strings.Contains(msg, "exists at "+prev.Digest) || !strings.Contains(msg, "overwrite is false")):
+			t.Errorf("%s: %s: %q; want failed, naming the digest it keeps", r.Tag, r.Status, msg)
+		case i >= 5 && r.Status != pusher.StatusPushed:
+			t.Errorf("%s: %s: %v; want pushed", r.Tag, r.Status, r.Err)
+		}
+	}
+	assertPresent(t, reg, tags[:5], prev.Digest)
+	assertPresent(t, reg, tags[5:], rep.Digest)
+}
+
+// A registry that refuses to overwrite an existing tag (ECR: 400
+// TAG_INVALID) while the tag holds our digest: nothing needed writing.
+func TestImmutableTagAtOurDigestIsUnchanged(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	img := smallImage(t)
+	tags := tagsOn(t, reg.Host, "acme/immutable", 3)
+	pushWithin(t, time.Minute, newPusher(t), img, tags)
+	// The look-ups miss the tags (a stale replica), so the PUTs go out and
+	// are refused.
+	reg.Faults.Reset(faults.Config{ImmutableTags: true, StaleReadsFirst: len(tags)})
+	rep := pushWithin(t, time.Minute, newPusher(t, fastRetry(3)), img, tags)
+	for _, r := range rep.Results {
+		if r.Status != pusher.StatusUnchanged || r.Err != nil {
+			t.Errorf("%s: %s: %v; want unchanged", r.Tag, r.Status, r.Err)
+		}
+	}
+	if st := reg.Faults.Stats(); st.Injected["immutable"] != len(tags) || st.Injected["stale-read"] != len(tags) {
+		t.Errorf("faults %v; want every tag's PUT refused after a stale look-up", st.Injected)
 	}
 }

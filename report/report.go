@@ -99,6 +99,9 @@ func Duration(d time.Duration) string {
 func Headline(rep *pusher.Report) string {
 	pushed := Count(rep.Results, pusher.StatusPushed)
 	s := fmt.Sprintf("%d of %d tags pushed", pushed, len(rep.Results))
+	if n := Count(rep.Results, pusher.StatusUnchanged); n > 0 {
+		s = fmt.Sprintf("%d of %d tags at the digest (%d pushed, %d unchanged)", pushed+n, len(rep.Results), pushed, n)
+	}
 	if n := Count(rep.Results, pusher.StatusFailed); n > 0 {
 		s += fmt.Sprintf(", %d failed", n)
 	}
@@ -128,6 +131,7 @@ func StatsLine(s pusher.Stats) string {
 
 var statusIcon = map[pusher.Status]string{
 	pusher.StatusPushed:    "✅",
+	pusher.StatusUnchanged: "☑️",
 	pusher.StatusFailed:    "❌",
 	pusher.StatusCancelled: "⏹️",
 }
@@ -174,7 +178,7 @@ func Markdown(rep *pusher.Report) string {
 	for _, reg := range order {
 		if len(order) > 1 {
 			rs := groups[reg]
-			fmt.Fprintf(&b, "#### %s: %d of %d pushed\n\n", reg, Count(rs, pusher.StatusPushed), len(rs))
+			fmt.Fprintf(&b, "#### %s: %d of %d pushed\n\n", reg, Count(rs, pusher.StatusPushed)+Count(rs, pusher.StatusUnchanged), len(rs))
 		}
 		b.WriteString("| Status | Tag | Digest | Attempts | Time | Error |\n")
 		b.WriteString("|---|---|---|---:|---:|---|\n")

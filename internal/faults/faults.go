@@ -75,6 +75,12 @@ type Config struct {
 	// Outage answers every write with 503 for Outage, starting OutageAfter
 	// after the first request the layer sees: a registry incident mid-push.
 	OutageAfter, Outage time.Duration
+	// StaleReadsFirst answers the first n GET or HEAD of a manifest by tag
+	// with 404, as a replica that has not seen the tag yet.
+	StaleReadsFirst int
+	// ImmutableTags answers a manifest PUT to a tag that exists with 400
+	// TAG_INVALID, as ECR does for an immutable repository.
+	ImmutableTags bool
 	// RefuseMonolithic answers a PUT that carries a whole blob with 405, as
 	// a registry that only takes chunked uploads (PATCH, then an empty PUT).
 	RefuseMonolithic bool
@@ -205,7 +211,10 @@ func (l *Layer) Reset(cfg Config) {
 		ManifestPutTimes: make(map[string][]time.Time),
 	}
 	l.bw = bandwidth{rate: cfg.UploadBytesPerSec}
-	l.putAt = make(map[string]time.Time)
+	if l.putAt == nil {
+		// Kept across resets: it mirrors what the registry holds.
+		l.putAt = make(map[string]time.Time)
+	}
 	l.first = time.Time{}
 }
 
@@ -301,6 +310,12 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 	case write && c.Outage > 0 && inWindow(time.Since(l.first), c.OutageAfter, c.Outage):
 		d.status, d.fault = http.StatusServiceUnavailable, "outage"
 		d.body = ociError("UNAVAILABLE", "service unavailable")
+	case read && k.manifest && !isDigest(r.URL.Path) && l.stats.Injected["stale-read"] < c.StaleReadsFirst:
+		d.status, d.fault = http.StatusNotFound, "stale-read"
+		d.body = ociError("MANIFEST_UNKNOWN", "manifest unknown")
+	case manifestPut && c.ImmutableTags && !isDigest(r.URL.Path) && !l.putAt[r.URL.Path].IsZero():
+		d.status, d.fault = http.StatusBadRequest, "immutable"
+		d.body = ociError("TAG_INVALID", "The image tag already exists in the repository and cannot be overwritten because the repository is immutable.")
 	case c.RefuseMonolithic && k.blobContent && r.Method == http.MethodPut:
 		d.status, d.fault = http.StatusMethodNotAllowed, "refuse-monolithic"
 		d.body = ociError("UNSUPPORTED", "monolithic uploads are not supported")
@@ -361,6 +376,9 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 	}
 	return d
 }
+
+// isDigest is a manifest path by digest rather than by tag.
+func isDigest(path string) bool { return strings.Contains(path, "/manifests/sha256:") }
 
 func inWindow(t, from, length time.Duration) bool { return t >= from && t < from+length }
 
