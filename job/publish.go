@@ -3,8 +3,8 @@ package job
 import (
 	"fmt"
 	"os"
-	"strings"
 	"path/filepath"
+	"strings"
 
 	"github.com/sethvargo/go-githubactions"
 
