@@ -52,6 +52,7 @@ type Config struct {
 	Concurrency   int
 	Adaptive      bool
 	Overwrite     bool
+	Referrers     bool
 	MaxAttempts   int
 	RetryDelay    time.Duration
 	MaxRetryDelay time.Duration
@@ -213,6 +214,7 @@ func parse(v map[string]string) (*Config, error) {
 	c.Timeout = durOpt("timeout")
 	c.Adaptive = boolOpt("adaptive")
 	c.Overwrite = boolOpt("overwrite")
+	c.Referrers = boolOpt("referrers")
 	c.FailOnError = boolOpt("fail-on-error")
 	c.DryRun = boolOpt("dry-run")
 	if c.MaxRetryDelay > 0 && c.RetryDelay > c.MaxRetryDelay {

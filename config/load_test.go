@@ -31,6 +31,7 @@ var sample = map[string]struct {
 	"retry-delay":         {"3s", func(c *Config) string { return c.RetryDelay.String() }},
 	"max-retry-delay":     {"1m0s", func(c *Config) string { return c.MaxRetryDelay.String() }},
 	"timeout":             {"2m0s", func(c *Config) string { return c.Timeout.String() }},
+	"referrers":           {"false", func(c *Config) string { return fmt.Sprint(c.Referrers) }},
 	"overwrite":           {"false", func(c *Config) string { return fmt.Sprint(c.Overwrite) }},
 	"fail-on-error":       {"false", func(c *Config) string { return fmt.Sprint(c.FailOnError) }},
 	"dry-run":             {"true", func(c *Config) string { return fmt.Sprint(c.DryRun) }},

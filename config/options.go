@@ -65,6 +65,8 @@ func Options() []Option {
 			Description: "Longest wait between attempts, also the cap on a registry's Retry-After."},
 		{Name: "timeout", Kind: Duration, Default: "10m",
 			Description: "Time limit for one tag, all attempts included."},
+		{Name: "referrers", Kind: Bool, Default: "true",
+			Description: "Push the image's signatures, attestations and SBOMs with it: OCI referrers and cosign's sha256-<hex>.sig/.att/.sbom tags, from registry: and oci: sources, to every destination repository."},
 		{Name: "overwrite", Kind: Bool, Default: "true",
 			Description: "Write a tag that already points at another digest. With false, such a tag is left as it is and reported failed (exit 1); tags already at this digest are unchanged either way."},
 		{Name: "fail-on-error", Kind: Bool, Default: "true",
@@ -84,7 +86,7 @@ type Output struct {
 func Outputs() []Output {
 	return []Output{
 		{"digest", "The manifest digest pushed."},
-		{"results", `JSON array, in input order, of {"tag","status","digest","attempts","duration_ms","error"}; status is pushed, unchanged, failed or cancelled.`},
+		{"results", `JSON array, in input order, of {"tag","status","digest","attempts","duration_ms","error","referrers"}; status is pushed, unchanged, failed or cancelled; referrers counts the signatures, attestations and SBOMs that went with the image to the tag's repository.`},
 		{"pushed", "References that hold the digest now, one per line: those pushed and those unchanged."},
 		{"unchanged", "References that already held the digest, so nothing was written for them, one per line."},
 		{"failed", "References that failed or were cancelled, one per line."},

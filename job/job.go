@@ -115,6 +115,7 @@ func Run(ctx context.Context, env Env) int {
 	img, err := source.Open(ctx, cfg.Source, source.Options{
 		Keychain:   keychain,
 		Transport:  transport,
+		Referrers:  cfg.Referrers,
 		Platform:   cfg.Platform,
 		DockerHost: env.Getenv("DOCKER_HOST"),
 	})
@@ -151,7 +152,16 @@ func Run(ctx context.Context, env Env) int {
 		return ExitBadInput
 	}
 	start := time.Now()
-	rep, err := p.Push(ctx, img.Taggable, tags)
+	refs := make([]pusher.Referrer, len(img.Referrers))
+	for i, ref := range img.Referrers {
+		refs[i] = pusher.Referrer{Taggable: ref.Taggable, Tag: ref.Tag}
+		what := "referrer " + ref.Digest.String()
+		if ref.Tag != "" {
+			what = "referrer tag " + ref.Tag
+		}
+		log.Infof("with %s", what)
+	}
+	rep, err := p.Push(ctx, img.Taggable, tags, refs...)
 	if err != nil {
 		log.Failf("tagpush: cannot read the source", "%v (nothing was pushed)", err)
 		return ExitBadInput

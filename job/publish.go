@@ -29,6 +29,9 @@ func publish(fe config.FrontEnd, env Env, log logger, rep *pusher.Report) error 
 		return publishGitHub(env, log, rep, results)
 	default:
 		fmt.Fprint(env.Stdout, report.Table(rep))
+		if line := report.ReferrersLine(rep.Results); line != "" {
+			fmt.Fprintln(env.Stdout, line)
+		}
 		fmt.Fprintln(env.Stdout, report.StatsLine(rep.Stats))
 		if fe == config.Bitbucket {
 			if err := publishBitbucket(env, results); err != nil {

@@ -365,6 +365,7 @@ type repoState struct {
 	phase  *phase
 	gp     *remote.Pusher
 	client *http.Client
+	refs   *phase // the referrers' push, once per run
 }
 
 // manifestAccept is every manifest media type tagpush pushes, for HEAD.
@@ -434,4 +435,70 @@ func (rs *repoState) headManifest(ctx context.Context, ref string) (v1.Hash, err
 		return v1.Hash{}, fmt.Errorf("registry answered HEAD %s without a usable Docker-Content-Digest: %w", ref, err)
 	}
 	return h, nil
+}
+
+// referrersFollowed pushes the image's referrers to the repository, once for
+// all its tags, and returns how many the repository holds. It waits with ctx;
+// the push goes on for the other tags if ctx ends.
+func (rs *repoState) referrersFollowed(ctx context.Context) (int, error) {
+	rs.mu.Lock()
+	ph := rs.refs
+	if ph == nil {
+		ph = &phase{done: make(chan struct{})}
+		rs.refs = ph
+		r := rs.run
+		r.phases.Add(1)
+		go func() {
+			defer r.phases.Done()
+			defer close(ph.done)
+			ph.attempts, ph.last, ph.err = rs.pushReferrers(r.phaseCtx)
+		}()
+	}
+	rs.mu.Unlock()
+	select {
+	case <-ph.done:
+		return len(rs.run.content.referrers), ph.err
+	case <-ctx.Done():
+		return 0, context.Cause(ctx)
+	}
+}
+
+// pushReferrers pushes each referrer with go-containerregistry's Pusher: its
+// blobs, its manifest by digest (or the cosign tag), and, for a manifest with
+// a subject on a registry without the referrers API, the subject's fallback
+// tag, which it reads, merges and writes back. One at a time: two updates of
+// the same fallback tag at once would lose one. A referrer already in the
+// repository costs a HEAD.
+func (rs *repoState) pushReferrers(ctx context.Context) (int, verdict, error) {
+	for _, ref := range rs.run.content.referrers {
+		dg, ok := ref.Taggable.(interface{ Digest() (v1.Hash, error) })
+		if !ok {
+			return 0, verdict{}, fmt.Errorf("referrer %T has no digest", ref.Taggable)
+		}
+		d, err := dg.Digest()
+		if err != nil {
+			return 0, verdict{}, fmt.Errorf("referrer digest: %w", err)
+		}
+		var dst name.Reference = rs.repo.Digest(d.String())
+		what := "referrer " + d.String()
+		if ref.Tag != "" {
+			dst, what = rs.repo.Tag(ref.Tag), "referrer tag "+ref.Tag
+		}
+		a, v, err := rs.run.do(ctx, rs.repo.RegistryStr(), rs.repo.String()+" "+what, rs.lim, true, func(ctx context.Context) error {
+			gp, err := rs.pusher()
+			if err != nil {
+				return err
+			}
+			return rs.write(ctx, func() error {
+				if err := gp.Push(ctx, dst, ref.Taggable); err != nil {
+					return fmt.Errorf("push %s: %w", what, err)
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return a, v, err
+		}
+	}
+	return 0, verdict{}, nil
 }

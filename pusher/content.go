@@ -15,6 +15,8 @@ type content struct {
 	digest   v1.Hash
 	blobs    []blob
 	children []child
+	// referrers travel with the image to every repository.
+	referrers []Referrer
 }
 
 type blob struct {

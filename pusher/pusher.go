@@ -54,6 +54,18 @@ type Result struct {
 	Attempts int
 	Duration time.Duration
 	Err      error
+	// Referrers is how many referrers (signatures, attestations, SBOMs) the
+	// tag's repository holds for the image after the run.
+	Referrers int
+}
+
+// Referrer is an artifact to push with the image: an OCI referrer (its
+// manifest names the image, or one of its platform manifests, as subject),
+// pushed by digest; or, with Tag set, a cosign-scheme tag (sha256-<hex>.sig)
+// copied as that tag.
+type Referrer struct {
+	Taggable remote.Taggable
+	Tag      string
 }
 
 // Stats describes a whole run.
@@ -99,11 +111,17 @@ func New(opts ...Option) (*Pusher, error) {
 // Push pushes img (a v1.Image or v1.ImageIndex) to every tag and reports each.
 // It returns an error only when img cannot be read at all; failures of tags are
 // in the report.
-func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag) (*Report, error) {
+//
+// refs go to every destination repository once, after its blobs, however
+// many tags: on a registry without the referrers API, go-containerregistry
+// adds each to the subject's fallback tag (sha256-<hex>), merging with what is
+// there. A referrer that cannot be pushed fails the tags of its repository.
+func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag, refs ...Referrer) (*Report, error) {
 	c, err := contentOf(img)
 	if err != nil {
 		return nil, err
 	}
+	c.referrers = refs
 	r := &run{
 		cfg:     p.cfg,
 		content: c,
@@ -474,7 +492,17 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 		err = nil
 	}
 
-	res := Result{Tag: tag, Attempts: attempts, Duration: r.cfg.now().Sub(start)}
+	// The image's signatures and attestations follow it into the repository;
+	// a tag is reported once they have.
+	var refs int
+	if err == nil && len(r.content.referrers) > 0 {
+		if refs, err = rs.referrersFollowed(ctx); err != nil {
+			err = fmt.Errorf("%s holds the image, but its referrers did not follow: %w", tag, err)
+			last = verdict{fault: FaultOther}
+		}
+	}
+
+	res := Result{Tag: tag, Attempts: attempts, Duration: r.cfg.now().Sub(start), Referrers: refs}
 	switch {
 	case err == nil && unchanged:
 		res.Status, res.Digest = StatusUnchanged, r.content.digest.String()

@@ -23,6 +23,9 @@ type Entry struct {
 	Attempts   int    `json:"attempts"`
 	DurationMS int64  `json:"duration_ms"`
 	Error      string `json:"error"`
+	// Referrers is how many signatures, attestations and SBOMs went with the
+	// image to the tag's repository.
+	Referrers int `json:"referrers,omitempty"`
 }
 
 // Entries converts results, keeping their order.
@@ -35,6 +38,7 @@ func Entries(results []pusher.Result) []Entry {
 			Digest:     r.Digest,
 			Attempts:   r.Attempts,
 			DurationMS: r.Duration.Milliseconds(),
+			Referrers:  r.Referrers,
 		}
 		if r.Err != nil {
 			out[i].Error = r.Err.Error()
@@ -196,8 +200,30 @@ func Markdown(rep *pusher.Report) string {
 		}
 		b.WriteString("\n")
 	}
+	if line := ReferrersLine(rep.Results); line != "" {
+		fmt.Fprintf(&b, "%s\n\n", line)
+	}
 	fmt.Fprintf(&b, "%s\n", StatsLine(rep.Stats))
 	return b.String()
+}
+
+// ReferrersLine says how many signatures, attestations and SBOMs each
+// repository holds for the image after the run, or is empty when none went.
+func ReferrersLine(results []pusher.Result) string {
+	per := make(map[string]int)
+	for _, r := range results {
+		if r.Referrers > 0 {
+			per[r.Tag.Repository.String()] = r.Referrers
+		}
+	}
+	if len(per) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, repo := range slices.Sorted(maps.Keys(per)) {
+		parts = append(parts, fmt.Sprintf("%s: %d", repo, per[repo]))
+	}
+	return "referrers (signatures, attestations, SBOMs) with the image: " + strings.Join(parts, ", ")
 }
 
 // Table is the per-tag table for a terminal.

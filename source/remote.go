@@ -2,11 +2,15 @@ package source
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // openRemote opens an image already in a registry. Its layers stream from the
@@ -30,16 +34,85 @@ func openRemote(ctx context.Context, spec string, o Options) (*Image, error) {
 		return nil, fmt.Errorf("source registry:%s: %w", ref, err)
 	}
 	what := fmt.Sprintf("%s (%s)", ref, desc.Digest)
+	discover := func(ctx context.Context, subjects []v1.Hash) ([]Referrer, error) {
+		return remoteReferrers(ctx, ref.Context(), subjects, opts)
+	}
 	if desc.MediaType.IsIndex() {
 		idx, err := desc.ImageIndex()
 		if err != nil {
 			return nil, fmt.Errorf("source registry:%s: %w", ref, err)
 		}
-		return &Image{Taggable: idx, Description: what + ", an index"}, nil
+		return &Image{Taggable: idx, Description: what + ", an index", discover: discover}, nil
 	}
 	img, err := desc.Image()
 	if err != nil {
 		return nil, fmt.Errorf("source registry:%s: %w", ref, err)
 	}
-	return &Image{Taggable: img, Description: what}, nil
+	return &Image{Taggable: img, Description: what, discover: discover}, nil
+}
+
+// remoteReferrers finds the referrers of subjects in repo: through the
+// referrers API, or the fallback tag sha256-<hex> where the registry has no
+// API (ghcr.io, Distribution), as go-containerregistry reads them; and the
+// cosign-scheme tags sha256-<hex>.sig, .att and .sbom. Referrers of
+// referrers (a signature of an SBOM) are not followed.
+func remoteReferrers(ctx context.Context, repo name.Repository, subjects []v1.Hash, opts []remote.Option) ([]Referrer, error) {
+	var out []Referrer
+	seen := make(map[string]bool)
+	add := func(d v1.Hash, tag string, get name.Reference) error {
+		key := d.String() + " " + tag
+		if seen[key] {
+			return nil
+		}
+		seen[key] = true
+		desc, err := remote.Get(get, opts...)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", get, err)
+		}
+		var t remote.Taggable
+		if desc.MediaType.IsIndex() {
+			t, err = desc.ImageIndex()
+		} else {
+			t, err = desc.Image()
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", get, err)
+		}
+		out = append(out, Referrer{Taggable: t, Digest: desc.Digest, Tag: tag})
+		return nil
+	}
+	for _, s := range subjects {
+		idx, err := remote.Referrers(repo.Digest(s.String()), opts...)
+		if err != nil {
+			return nil, fmt.Errorf("list the referrers of %s: %w", s, err)
+		}
+		m, err := idx.IndexManifest()
+		if err != nil {
+			return nil, fmt.Errorf("list the referrers of %s: %w", s, err)
+		}
+		for _, d := range m.Manifests {
+			if err := add(d.Digest, "", repo.Digest(d.Digest.String())); err != nil {
+				return nil, err
+			}
+		}
+		for _, suf := range cosignSuffixes {
+			tag := repo.Tag(cosignTag(s, suf))
+			head, err := remote.Head(tag, opts...)
+			if isNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("look up %s: %w", tag, err)
+			}
+			if err := add(head.Digest, tag.TagStr(), tag); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+func isNotFound(err error) bool {
+	var terr *transport.Error
+	return errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound
 }

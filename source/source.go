@@ -11,6 +11,7 @@ package source
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -32,6 +33,26 @@ type Image struct {
 	Taggable remote.Taggable
 	// Description says what was opened, for the log.
 	Description string
+	// Referrers are the artifacts that refer to the image, when
+	// Options.Referrers asked for them (registry and OCI layout sources).
+	Referrers []Referrer
+
+	// discover finds the referrers of subjects in the source, where the
+	// source can hold them.
+	discover func(ctx context.Context, subjects []v1.Hash) ([]Referrer, error)
+}
+
+// Referrer is an artifact that travels with the image: an OCI referrer (a
+// manifest whose subject is the image or one of its platform manifests: a
+// signature, an attestation, an SBOM) or a tag of cosign's scheme
+// (sha256-<hex>.sig, .att, .sbom) in the image's repository.
+type Referrer struct {
+	// Taggable is the artifact's manifest, with its blobs.
+	Taggable remote.Taggable
+	Digest   v1.Hash
+	// Tag is the cosign-scheme tag to copy, empty for an OCI referrer
+	// (which is pushed by digest and listed under its subject).
+	Tag string
 }
 
 // Forms lists the source forms, for error messages.
@@ -47,6 +68,8 @@ type Options struct {
 	Platform string
 	// DockerHost is the Docker engine's address; empty means the default socket.
 	DockerHost string
+	// Referrers asks for the artifacts that refer to the image.
+	Referrers bool
 }
 
 // Open opens spec.
@@ -55,11 +78,57 @@ func Open(ctx context.Context, spec string, o Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.Platform == "" {
-		return img, nil
+	if o.Platform != "" {
+		picked, err := pickPlatform(img, o.Platform)
+		if err != nil {
+			return nil, err
+		}
+		picked.discover = img.discover
+		img = picked
 	}
-	return pickPlatform(img, o.Platform)
+	if o.Referrers && img.discover != nil {
+		subjects, err := subjectsOf(img.Taggable)
+		if err != nil {
+			return nil, err
+		}
+		if img.Referrers, err = img.discover(ctx, subjects); err != nil {
+			return nil, fmt.Errorf("find the signatures, attestations and SBOMs of the source: %w (referrers: false pushes the image without them)", err)
+		}
+	}
+	return img, nil
 }
+
+// subjectsOf is the digest of t and, for an index, of every manifest in it:
+// what referrers may name as their subject.
+func subjectsOf(t remote.Taggable) ([]v1.Hash, error) {
+	d, ok := t.(interface{ Digest() (v1.Hash, error) })
+	if !ok {
+		return nil, fmt.Errorf("%T has no digest", t)
+	}
+	top, err := d.Digest()
+	if err != nil {
+		return nil, err
+	}
+	out := []v1.Hash{top}
+	if idx, ok := t.(v1.ImageIndex); ok {
+		m, err := idx.IndexManifest()
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range m.Manifests {
+			out = append(out, c.Digest)
+		}
+	}
+	return out, nil
+}
+
+// cosignTag is the tag cosign gives an artifact of a subject: sha256-<hex>.sig.
+func cosignTag(subject v1.Hash, suffix string) string {
+	return subject.Algorithm + "-" + subject.Hex + suffix
+}
+
+// cosignSuffixes are cosign's tag suffixes: signatures, attestations, SBOMs.
+var cosignSuffixes = []string{".sig", ".att", ".sbom"}
 
 func open(ctx context.Context, spec string, o Options) (*Image, error) {
 	if spec == "" {
@@ -68,7 +137,7 @@ func open(ctx context.Context, spec string, o Options) (*Image, error) {
 	if scheme, rest, ok := strings.Cut(spec, ":"); ok {
 		switch scheme {
 		case "oci", "oci-layout":
-			return openOCI(rest)
+			return openOCI(rest, o)
 		case "docker-archive":
 			return openArchive(rest)
 		case "docker-daemon":
@@ -79,7 +148,7 @@ func open(ctx context.Context, spec string, o Options) (*Image, error) {
 	}
 	if st, err := os.Stat(spec); err == nil {
 		if st.IsDir() {
-			return openOCI(spec)
+			return openOCI(spec, o)
 		}
 		return openArchive(spec)
 	}
@@ -163,7 +232,7 @@ func splitRef(s string) (path, ref string) {
 	return s, ""
 }
 
-func openOCI(spec string) (*Image, error) {
+func openOCI(spec string, o Options) (*Image, error) {
 	path, pick := spec, ""
 	if i := strings.Index(spec, "@sha256:"); i >= 0 {
 		path, pick = spec[:i], spec[i+1:]
@@ -198,6 +267,10 @@ func openOCI(spec string) (*Image, error) {
 		}
 	case len(m.Manifests) == 1:
 		chosen = &m.Manifests[0]
+	case len(m.Manifests) > 1 && oneNonReferrer(idx, m) >= 0:
+		// A layout that holds the image and what refers to it (a
+		// signature, an SBOM) names the image without a pick.
+		chosen = &m.Manifests[oneNonReferrer(idx, m)]
 	case len(m.Manifests) == 0:
 		return nil, fmt.Errorf("source oci:%s: the layout holds no manifest", path)
 	default:
@@ -207,21 +280,114 @@ func openOCI(spec string) (*Image, error) {
 		return nil, fmt.Errorf("source oci:%s: no manifest matches %q (%s)", path, pick, listManifests(m))
 	}
 	desc := fmt.Sprintf("OCI layout %s (%s)", path, chosen.Digest)
+	discover := func(_ context.Context, subjects []v1.Hash) ([]Referrer, error) {
+		return layoutReferrers(idx, m, chosen.Digest, subjects)
+	}
 	switch {
 	case chosen.MediaType.IsIndex():
 		sub, err := idx.ImageIndex(chosen.Digest)
 		if err != nil {
 			return nil, fmt.Errorf("source oci:%s: %w", path, err)
 		}
-		return &Image{Taggable: sub, Description: desc + ", an index"}, nil
+		return &Image{Taggable: sub, Description: desc + ", an index", discover: discover}, nil
 	case chosen.MediaType.IsImage():
 		img, err := idx.Image(chosen.Digest)
 		if err != nil {
 			return nil, fmt.Errorf("source oci:%s: %w", path, err)
 		}
-		return &Image{Taggable: img, Description: desc}, nil
+		return &Image{Taggable: img, Description: desc, discover: discover}, nil
 	}
 	return nil, fmt.Errorf("source oci:%s: manifest %s has media type %q, not an image or index", path, chosen.Digest, chosen.MediaType)
+}
+
+// oneNonReferrer is the index of the one entry of a layout that is neither
+// an OCI referrer (it has a subject) nor a cosign-scheme tag, or -1.
+func oneNonReferrer(idx v1.ImageIndex, m *v1.IndexManifest) int {
+	found := -1
+	for i, d := range m.Manifests {
+		if isCosignTag(d.Annotations[ociRefName]) {
+			continue
+		}
+		if sub, _ := subjectOf(idx, d); sub != nil {
+			continue
+		}
+		if found >= 0 {
+			return -1
+		}
+		found = i
+	}
+	return found
+}
+
+const ociRefName = "org.opencontainers.image.ref.name"
+
+func isCosignTag(ref string) bool {
+	if !strings.HasPrefix(ref, "sha256-") {
+		return false
+	}
+	for _, suf := range cosignSuffixes {
+		if strings.HasSuffix(ref, suf) {
+			return true
+		}
+	}
+	return false
+}
+
+// subjectOf reads the subject of a layout entry's manifest, nil when none.
+func subjectOf(idx v1.ImageIndex, d v1.Descriptor) (*v1.Descriptor, remote.Taggable) {
+	var t remote.Taggable
+	var err error
+	switch {
+	case d.MediaType.IsIndex():
+		t, err = idx.ImageIndex(d.Digest)
+	case d.MediaType.IsImage():
+		t, err = idx.Image(d.Digest)
+	default:
+		return nil, nil
+	}
+	if err != nil {
+		return nil, nil
+	}
+	raw, err := t.RawManifest()
+	if err != nil {
+		return nil, nil
+	}
+	var mf struct {
+		Subject *v1.Descriptor `json:"subject"`
+	}
+	if json.Unmarshal(raw, &mf) != nil {
+		return nil, t
+	}
+	return mf.Subject, t
+}
+
+// layoutReferrers finds, among a layout's entries other than the image, the
+// manifests whose subject is one of subjects and the cosign-scheme tags of
+// them.
+func layoutReferrers(idx v1.ImageIndex, m *v1.IndexManifest, image v1.Hash, subjects []v1.Hash) ([]Referrer, error) {
+	var out []Referrer
+	for _, d := range m.Manifests {
+		if d.Digest == image {
+			continue
+		}
+		sub, t := subjectOf(idx, d)
+		if t == nil {
+			continue
+		}
+		ref := d.Annotations[ociRefName]
+		for _, s := range subjects {
+			switch {
+			case sub != nil && sub.Digest == s:
+				out = append(out, Referrer{Taggable: t, Digest: d.Digest})
+			case isCosignTag(ref) && strings.HasPrefix(ref, cosignTag(s, "")):
+				out = append(out, Referrer{Taggable: t, Digest: d.Digest, Tag: ref})
+			default:
+				continue
+			}
+			break
+		}
+	}
+	return out, nil
 }
 
 func listManifests(m *v1.IndexManifest) string {

@@ -10,6 +10,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/tagpush/tagpush/internal/fakedocker"
@@ -196,5 +199,53 @@ func TestPlatformPicksOneImage(t *testing.T) {
 	}
 	if _, err := Open(context.Background(), "oci:"+dir+":amd", Options{Platform: "linux/amd64"}); err != nil {
 		t.Errorf("matching single image refused: %v", err)
+	}
+}
+
+// A layout that holds the image, a signature of it (an OCI referrer) and a
+// cosign-scheme .sig tag: oci:PATH opens the image without a pick, and both
+// artifacts come with it.
+func TestLayoutReferrers(t *testing.T) {
+	dir := t.TempDir()
+	lp, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := random.Image(128, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject, _ := partial.Descriptor(img)
+	base, _ := random.Image(32, 1)
+	sig := mutate.Subject(mutate.ConfigMediaType(base, "application/vnd.dev.cosign.simplesigning.v1+json"), *subject).(v1.Image)
+	cosignSig, _ := random.Image(16, 1)
+	for _, add := range []struct {
+		img v1.Image
+		ref string
+	}{{img, "1.0"}, {sig, ""}, {cosignSig, "sha256-" + subject.Digest.Hex + ".sig"}} {
+		var opts []layout.Option
+		if add.ref != "" {
+			opts = append(opts, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": add.ref}))
+		}
+		if err := lp.AppendImage(add.img, opts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := Open(context.Background(), "oci:"+dir, Options{Referrers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := got.Taggable.(v1.Image).Digest(); d != subject.Digest {
+		t.Fatalf("opened %s, want the image %s", d, subject.Digest)
+	}
+	sigDigest, _ := sig.Digest()
+	cosignDigest, _ := cosignSig.Digest()
+	var found []string
+	for _, r := range got.Referrers {
+		found = append(found, r.Digest.String()+" "+r.Tag)
+	}
+	want := []string{sigDigest.String() + " ", cosignDigest.String() + " sha256-" + subject.Digest.Hex + ".sig"}
+	if strings.Join(found, ",") != strings.Join(want, ",") {
+		t.Errorf("referrers = %q, want %q", found, want)
 	}
 }
