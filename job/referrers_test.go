@@ -110,3 +110,28 @@ func TestReferrersTravelWithTheImage(t *testing.T) {
 		}
 	}
 }
+
+// overwrite: false through the job: the tag that points elsewhere keeps its
+// digest and fails, the new one is pushed, and the step exits 1.
+func TestOverwriteFalseExitsOne(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	other, err := testimage.Small("linux", "arm64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken, _ := name.NewTag(reg.Host + "/acme/app:1.4")
+	if err := remote.Write(taken, other); err != nil {
+		t.Fatal(err)
+	}
+	r := newRunner(t, map[string]string{"source": ociSource, "tags": taken.String() + "\n" + reg.Host + "/acme/app:1.5", "overwrite": "false"})
+	if code := r.run(t); code != job.ExitFailed {
+		t.Fatalf("exit %d, want 1\n%s", code, &r.stdout)
+	}
+	out := r.outputs(t)
+	if out["failed"] != taken.String() || out["pushed"] != reg.Host+"/acme/app:1.5" || !strings.Contains(out["results"], "exists at "+digestOf(t, other).String()+"; overwrite is false") {
+		t.Errorf("outputs: failed %q, pushed %q, results %s", out["failed"], out["pushed"], out["results"])
+	}
+	if d, err := remote.Head(taken); err != nil || d.Digest != digestOf(t, other) {
+		t.Errorf("%s now resolves to %v (%v), want it left at %s", taken, d, err, digestOf(t, other))
+	}
+}
