@@ -50,17 +50,24 @@ type phase struct {
 // when no phase is current. A tag whose context ends first stops waiting;
 // the phase goes on for the others.
 func (rs *repoState) ready(ctx context.Context) (*phase, error) {
+	return rs.join(ctx, &rs.phase, rs.writeContent)
+}
+
+// join waits, with ctx, for the phase in *current, first starting it with work
+// when there is none. A phase belongs to the repository, not to the tag that
+// started it: it runs under the run's phase context, and Push waits for it.
+func (rs *repoState) join(ctx context.Context, current **phase, work func(context.Context) (int, verdict, error)) (*phase, error) {
 	rs.mu.Lock()
-	ph := rs.phase
+	ph := *current
 	if ph == nil {
 		ph = &phase{done: make(chan struct{})}
-		rs.phase = ph
+		*current = ph
 		r := rs.run
 		r.phases.Add(1)
 		go func() {
 			defer r.phases.Done()
 			defer close(ph.done)
-			ph.attempts, ph.last, ph.err = rs.writeContent(r.phaseCtx)
+			ph.attempts, ph.last, ph.err = work(r.phaseCtx)
 		}()
 	}
 	rs.mu.Unlock()
@@ -441,26 +448,10 @@ func (rs *repoState) headManifest(ctx context.Context, ref string) (v1.Hash, err
 // all its tags, and returns how many the repository holds. It waits with ctx;
 // the push goes on for the other tags if ctx ends.
 func (rs *repoState) referrersFollowed(ctx context.Context) (int, error) {
-	rs.mu.Lock()
-	ph := rs.refs
-	if ph == nil {
-		ph = &phase{done: make(chan struct{})}
-		rs.refs = ph
-		r := rs.run
-		r.phases.Add(1)
-		go func() {
-			defer r.phases.Done()
-			defer close(ph.done)
-			ph.attempts, ph.last, ph.err = rs.pushReferrers(r.phaseCtx)
-		}()
+	if _, err := rs.join(ctx, &rs.refs, rs.pushReferrers); err != nil {
+		return 0, err
 	}
-	rs.mu.Unlock()
-	select {
-	case <-ph.done:
-		return len(rs.run.content.referrers), ph.err
-	case <-ctx.Done():
-		return 0, context.Cause(ctx)
-	}
+	return len(rs.run.content.referrers), nil
 }
 
 // pushReferrers pushes each referrer with go-containerregistry's Pusher: its
