@@ -324,3 +324,36 @@ func TestInterruptCancelsPromptly(t *testing.T) {
 		t.Errorf("%d of %d tags cancelled, want most", cancelled, len(tags))
 	}
 }
+
+// What a new user types first: --help (and -h) answer on stdout with exit
+// 0, source and tags first, every source form named, real placeholders; a
+// mistyped flag is one line with a suggestion and exit 2, not the manual.
+func TestHelpAndMistypedFlags(t *testing.T) {
+	for _, flag := range []string{"--help", "-h"} {
+		stdout, stderr, code := runBinary(t, nil, flag)
+		if code != 0 || stderr != "" {
+			t.Fatalf("%s: exit %d, stderr %q; want the help on stdout and exit 0", flag, code, stderr)
+		}
+		src, tags := strings.Index(stdout, "--source SOURCE"), strings.Index(stdout, "--tags TAGS\n")
+		if src < 0 || tags < 0 || strings.Index(stdout, "--concurrency") < tags || src > tags {
+			t.Errorf("%s: --source and --tags do not come first:\n%s", flag, stdout)
+		}
+		folded := strings.Join(strings.Fields(stdout), " ")
+		for _, want := range []string{"oci:", "docker-archive:", "docker-daemon:", "registry:", "--password TOKEN", "Speed and retries:", "Examples:", "(default 200ms)"} {
+			if !strings.Contains(folded, want) {
+				t.Errorf("%s: help lacks %q", flag, want)
+			}
+		}
+	}
+
+	stdout, stderr, code := runBinary(t, nil, "--sorce", "oci:x", "--tags", "a.io/x:1")
+	out := strings.TrimSpace(stdout + stderr)
+	if code != 2 || strings.Count(out, "\n") > 1 || !strings.Contains(out, "unknown flag --sorce; did you mean --source? see tagpush --help") {
+		t.Errorf("mistyped flag: exit %d, output %q; want one line with a suggestion and exit 2", code, out)
+	}
+
+	stdout, stderr, code = runBinary(t, nil, "demo", "--help")
+	if code != 0 || stderr != "" || !strings.Contains(stdout, "Usage: tagpush demo") {
+		t.Errorf("demo --help: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+}

@@ -99,7 +99,9 @@ func Load(args []string, getenv func(string) string, fe FrontEnd, help io.Writer
 	}
 
 	fs := flag.NewFlagSet("tagpush", flag.ContinueOnError)
-	fs.SetOutput(help)
+	// The flag package would print its own usage on every error: the help
+	// is ours, and an error is one line (see flagError).
+	fs.SetOutput(io.Discard)
 	set := make(map[string]*string)
 	for _, o := range Options() {
 		v := new(string)
@@ -108,15 +110,13 @@ func Load(args []string, getenv func(string) string, fe FrontEnd, help io.Writer
 		fs.Var(&flagValue{s: v, isBool: o.Kind == Bool}, o.Name, o.Description)
 	}
 	debug := fs.Bool("debug", false, "Log every retry and limit change in detail.")
-	fs.Usage = func() {
-		fmt.Fprintf(help, "Usage: tagpush --source SOURCE --tags TAGS [flags]\n       tagpush demo [--faults MODE]\n       tagpush --version\n\nFlags (each also reads the GitHub input or Bitbucket variable of the same name):\n")
-		fs.PrintDefaults()
-	}
+	fs.Usage = func() {}
 	if err := fs.Parse(joinBoolValues(args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			Help(help)
 			return nil, ErrHelp
 		}
-		return nil, usage("%v", err)
+		return nil, flagError(err)
 	}
 	if fs.NArg() > 0 {
 		return nil, usage("unexpected argument %q: every setting is a flag (--source, --tags, ...)", fs.Arg(0))
@@ -224,6 +224,23 @@ func parse(v map[string]string) (*Config, error) {
 		return nil, &UsageError{errors.Join(errs...)}
 	}
 	return c, nil
+}
+
+// flagError turns the flag package's error into one line that says what to
+// do: "unknown flag --sorce; did you mean --source? see tagpush --help".
+func flagError(err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+		name = strings.TrimLeft(name, "-")
+		if s := suggest(name); s != "" {
+			return usage("unknown flag --%s; did you mean --%s? see tagpush --help", name, s)
+		}
+		return usage("unknown flag --%s; see tagpush --help", name)
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
+		return usage("flag --%s needs a value; see tagpush --help", strings.TrimLeft(name, "-"))
+	}
+	return usage("%s; see tagpush --help", msg)
 }
 
 // splitList splits a list input at newlines and commas, trimmed, blanks dropped.

@@ -149,7 +149,9 @@ func TestBadValuesAreUsageErrorsNamingTheValue(t *testing.T) {
 		{[]string{"--source", "s", "--tags", "t", "--retry-delay", "1m", "--max-retry-delay", "1s"}, "max-retry-delay (1s) is less than retry-delay (1m0s)"},
 		{[]string{"--source", "s", "--tags", "t", "--adaptive=maybe"}, `adaptive: "maybe" is not true or false`},
 		{[]string{"--source", "s", "--tags", "t", "extra"}, `unexpected argument "extra"`},
-		{[]string{"--nope"}, "flag provided but not defined: -nope"},
+		{[]string{"--nope"}, "unknown flag --nope; see tagpush --help"},
+		{[]string{"--sorce", "x"}, "unknown flag --sorce; did you mean --source? see tagpush --help"},
+		{[]string{"--tags"}, "flag --tags needs a value; see tagpush --help"},
 	}
 	for _, tt := range tests {
 		_, err := Load(tt.args, func(string) string { return "" }, Terminal, &bytes.Buffer{})

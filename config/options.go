@@ -25,7 +25,19 @@ type Option struct {
 	Required    bool
 	Secret      bool
 	Description string
+	// Group is the help section the option is listed under.
+	Group string
+	// Placeholder names the flag's value in the help (--password TOKEN).
+	Placeholder string
 }
+
+// The help sections, in order.
+const (
+	GroupWhat        = "What to push, and where"
+	GroupCredentials = "Destination registries and credentials"
+	GroupSpeed       = "Speed and retries"
+	GroupBehaviour   = "Behaviour"
+)
 
 // Variable is the option's Bitbucket Pipe variable name.
 func (o Option) Variable() string {
@@ -35,43 +47,43 @@ func (o Option) Variable() string {
 // Options returns the options, in the order the docs list them.
 func Options() []Option {
 	return []Option{
-		{Name: "source", Kind: String, Required: true,
-			Description: "The image to push: oci:PATH[:REF|@DIGEST], docker-archive:PATH[:NAME:TAG], or a path to either."},
-		{Name: "tags", Kind: List, Required: true,
+		{Name: "source", Group: GroupWhat, Placeholder: "SOURCE", Kind: String, Required: true,
+			Description: "The image to push: oci:PATH[:REF|@DIGEST] (an OCI layout), docker-archive:PATH[:NAME:TAG] (docker save), docker-daemon:NAME[:TAG] (the local Docker engine), registry:REF (an image in a registry), or a path to a layout or archive."},
+		{Name: "tags", Group: GroupWhat, Placeholder: "TAGS", Kind: List, Required: true,
 			Description: "Destination tags, one per line or separated by commas: full references (ghcr.io/acme/app:1.4) or bare tags joined to `repository`. Blank lines and # comments are ignored."},
-		{Name: "repository", Kind: String,
+		{Name: "repository", Group: GroupWhat, Placeholder: "REPO", Kind: String,
 			Description: "Default repository for bare tags, e.g. ghcr.io/acme/app."},
-		{Name: "platform", Kind: String,
+		{Name: "platform", Group: GroupWhat, Placeholder: "OS/ARCH", Kind: String,
 			Description: "Push only this platform (linux/amd64, linux/arm64/v8) out of a multi-platform source; by default an index is pushed whole."},
-		{Name: "username", Kind: String,
+		{Name: "username", Group: GroupCredentials, Placeholder: "USER", Kind: String,
 			Description: "Username for the destination registry (when the tags name one registry)."},
-		{Name: "password", Kind: String, Secret: true,
+		{Name: "password", Group: GroupCredentials, Placeholder: "TOKEN", Kind: String, Secret: true,
 			Description: "Password or token for `username`. Masked in logs."},
-		{Name: "registry-auth", Kind: List, Secret: true,
+		{Name: "registry-auth", Group: GroupCredentials, Placeholder: "REGISTRY=USER:TOKEN", Kind: List, Secret: true,
 			Description: "Credentials per registry, one REGISTRY=USER:TOKEN per line; each goes only to its registry. Masked in logs."},
-		{Name: "ca-file", Kind: String,
+		{Name: "ca-file", Group: GroupCredentials, Placeholder: "PATH", Kind: String,
 			Description: "A PEM file of CA certificates to trust besides the system's, for a registry with a private CA (SSL_CERT_FILE works too)."},
-		{Name: "insecure-registries", Kind: List,
+		{Name: "insecure-registries", Group: GroupCredentials, Placeholder: "HOST[:PORT]", Kind: List,
 			Description: "Registries (host or host:port), one per line or separated by commas, whose TLS certificates are not checked and which may be reached over plain HTTP. Logged as a warning."},
-		{Name: "concurrency", Kind: Int, Default: "4",
+		{Name: "concurrency", Group: GroupSpeed, Placeholder: "N", Kind: Int, Default: "4",
 			Description: "The most writes (blob uploads, manifest PUTs) in flight at once per registry (the ceiling when adaptive)."},
-		{Name: "adaptive", Kind: Bool, Default: "true",
+		{Name: "adaptive", Group: GroupSpeed, Placeholder: "true|false", Kind: Bool, Default: "true",
 			Description: "Lower concurrency when a registry answers 5xx/429 and raise it again when it recovers."},
-		{Name: "max-attempts", Kind: Int, Default: "8",
+		{Name: "max-attempts", Group: GroupSpeed, Placeholder: "N", Kind: Int, Default: "8",
 			Description: "Attempts per tag for transient failures (5xx, 429, 408, resets, timeouts). Permanent failures are not retried."},
-		{Name: "retry-delay", Kind: Duration, Default: "200ms",
+		{Name: "retry-delay", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: "200ms",
 			Description: "First wait between attempts; it doubles each time, with jitter. With the defaults a tag keeps trying through about 25s of failures."},
-		{Name: "max-retry-delay", Kind: Duration, Default: "30s",
+		{Name: "max-retry-delay", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: "30s",
 			Description: "Longest wait between attempts, also the cap on a registry's Retry-After."},
-		{Name: "timeout", Kind: Duration, Default: "10m",
+		{Name: "timeout", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: "10m",
 			Description: "Time limit for one tag, all attempts included."},
-		{Name: "referrers", Kind: Bool, Default: "true",
+		{Name: "referrers", Group: GroupWhat, Placeholder: "true|false", Kind: Bool, Default: "true",
 			Description: "Push the image's signatures, attestations and SBOMs with it: OCI referrers and cosign's sha256-<hex>.sig/.att/.sbom tags, from registry: and oci: sources, to every destination repository."},
-		{Name: "overwrite", Kind: Bool, Default: "true",
+		{Name: "overwrite", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "true",
 			Description: "Write a tag that already points at another digest. With false, such a tag is left as it is and reported failed (exit 1); tags already at this digest are unchanged either way."},
-		{Name: "fail-on-error", Kind: Bool, Default: "true",
+		{Name: "fail-on-error", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "true",
 			Description: "Exit 1 when any tag failed."},
-		{Name: "dry-run", Kind: Bool, Default: "false",
+		{Name: "dry-run", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "false",
 			Description: "Validate the inputs and open the source, print the plan, push nothing."},
 	}
 }

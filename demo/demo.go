@@ -5,6 +5,7 @@ package demo
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,11 +29,27 @@ import (
 func Run(ctx context.Context, args []string, image fs.FS, stdout, stderr io.Writer, version string) int {
 	fset := flag.NewFlagSet("tagpush demo", flag.ContinueOnError)
 	fset.SetOutput(stderr)
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, "Usage: tagpush demo [--faults MODE] [--tags N] [--latency DURATION] [--seed N]\n\n"+
+			"Pushes the embedded test image to N tags on an in-process registry, optionally\n"+
+			"behind a fault mode, and checks every tag in the registry afterwards.\n\n")
+		fset.SetOutput(w)
+		fset.PrintDefaults()
+	}
+	// A flag error is its one line (the flag package prints it); the help
+	// is printed only when asked for.
+	fset.Usage = func() {}
 	mode := fset.String("faults", "none", "fault mode of the demo registry: "+strings.Join(faults.Modes, ", "))
 	ntags := fset.Int("tags", 8, "how many tags to push")
 	latency := fset.Duration("latency", 5*time.Millisecond, "latency the demo registry adds to every request")
 	seed := fset.Uint64("seed", 1, "seed of the fault layer")
 	if err := fset.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			// Help asked for is an answer, not an error: to stdout, exit 0.
+			usage(stdout)
+			return job.ExitOK
+		}
+		fmt.Fprintln(stderr, "see tagpush demo --help")
 		return job.ExitBadInput
 	}
 	cfg, err := faults.Preset(*mode)

@@ -55,7 +55,7 @@ type Env struct {
 func Run(ctx context.Context, env Env) int {
 	fe := config.Detect(env.Getenv)
 	log := newLogger(fe, env, false)
-	cfg, err := config.Load(env.Args, env.Getenv, fe, env.Stderr)
+	cfg, err := config.Load(env.Args, env.Getenv, fe, env.Stdout)
 	if errors.Is(err, config.ErrHelp) {
 		return ExitOK
 	}

@@ -1,0 +1,98 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Help writes tagpush's help: how to call it, every option by group with a
+// placeholder for its value, and a few examples.
+func Help(w io.Writer) {
+	fmt.Fprint(w, `Usage: tagpush --source SOURCE --tags TAGS [flags]
+       tagpush demo [--faults MODE]
+       tagpush --version
+
+Pushes one image to many tags: each blob once per repository, one manifest per
+tag, through a bounded, adaptive queue, and reports every tag. Every flag is
+also the GitHub input of the same name and the Bitbucket variable in
+UPPER_SNAKE_CASE (--max-attempts: MAX_ATTEMPTS).
+`)
+	for _, g := range []string{GroupWhat, GroupCredentials, GroupSpeed, GroupBehaviour} {
+		fmt.Fprintf(w, "\n%s:\n", g)
+		for _, o := range Options() {
+			if o.Group == g {
+				writeOption(w, "--"+o.Name+" "+o.Placeholder, o.Description, o.Default)
+			}
+		}
+		if g == GroupBehaviour {
+			writeOption(w, "--debug", "Log every request decision, retry and limit change in detail (DEBUG=true, or the runner's debug logging).", "")
+			writeOption(w, "-h, --help", "Show this help.", "")
+		}
+	}
+	_, _ = io.WriteString(w, `
+Examples:
+  tagpush --source oci:./build/image --tags ghcr.io/acme/app:1.4.2,ghcr.io/acme/app:latest
+  tagpush --source docker-archive:app.tar --repository ghcr.io/acme/app --tags "1.4.2, 1.4, latest" \
+          --username "$GITHUB_ACTOR" --password "$GITHUB_TOKEN"
+  tagpush --source registry:ghcr.io/acme/app-staging:sha-3f9c2e1 --overwrite false \
+          --tags ghcr.io/acme/app:1.4.2,registry.example.com/acme/app:1.4.2 \
+          --registry-auth "$(printf 'ghcr.io=ci:%s\nregistry.example.com=ci:%s' "$T1" "$T2")"
+  tagpush --source oci:./build/image --tags localhost:5000/app:dev --dry-run
+`)
+}
+
+// writeOption writes one option: its flag, then its description wrapped and
+// indented, with its default.
+func writeOption(w io.Writer, flag, desc, def string) {
+	fmt.Fprintf(w, "  %s\n", strings.TrimSpace(flag))
+	if def != "" {
+		desc += " (default " + def + ")"
+	}
+	line := "       "
+	for _, word := range strings.Fields(desc) {
+		if len(line)+len(word) > 79 && strings.TrimSpace(line) != "" {
+			fmt.Fprintln(w, strings.TrimRight(line, " "))
+			line = "       "
+		}
+		line += word + " "
+	}
+	fmt.Fprintln(w, strings.TrimRight(line, " "))
+}
+
+// suggest is the option name closest to a mistyped one, or "" when none is
+// close: at most two edits, or one for short names.
+func suggest(typed string) string {
+	best, bestD := "", 3
+	names := []string{"debug", "help"}
+	for _, o := range Options() {
+		names = append(names, o.Name)
+	}
+	for _, n := range names {
+		if d := editDistance(typed, n); d < bestD && d <= max(1, len(n)/4) {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
