@@ -84,7 +84,7 @@ func Options() []Option {
 		{Name: "fail-on-error", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "true",
 			Description: "Exit 1 when any tag failed."},
 		{Name: "dry-run", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "false",
-			Description: "Validate the inputs and open the source, print the plan, push nothing."},
+			Description: "Check without pushing: the source opens, and each destination answers, accepts the credentials for a push and opens an upload session (then cancelled; no content is written). Exit 1 when a check fails, else 0 with the plan."},
 	}
 }
 

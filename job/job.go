@@ -127,14 +127,6 @@ func Run(ctx context.Context, env Env) int {
 	for _, it := range items {
 		log.Debugf("tag from line %d: %s", it.Line, it.Tag)
 	}
-	if cfg.DryRun {
-		for _, t := range tags {
-			log.Infof("  would push %s", t)
-		}
-		log.Infof("dry run: nothing pushed")
-		return ExitOK
-	}
-
 	opts := []pusher.Option{
 		pusher.WithConcurrency(cfg.Concurrency),
 		pusher.WithAdaptive(cfg.Adaptive),
@@ -150,6 +142,9 @@ func Run(ctx context.Context, env Env) int {
 	if err != nil {
 		log.Failf("tagpush: bad input", "%v", err)
 		return ExitBadInput
+	}
+	if cfg.DryRun {
+		return dryRun(ctx, log, p, tags)
 	}
 	start := time.Now()
 	refs := make([]pusher.Referrer, len(img.Referrers))
@@ -178,6 +173,35 @@ func Run(ctx context.Context, env Env) int {
 	if cfg.FailOnError || ctx.Err() != nil {
 		return ExitFailed
 	}
+	return ExitOK
+}
+
+// dryRun checks what can be checked without writing content (each
+// destination answers, takes the credentials for a push, and opens an upload
+// session, which is cancelled), then prints the plan. Exit 1 when a check
+// failed: a dry run that says "would push" to a dead port proves nothing.
+func dryRun(ctx context.Context, log logger, p *pusher.Pusher, tags []name.Tag) int {
+	failed := p.Check(ctx, tags)
+	checked := make(map[name.Repository]bool)
+	for _, t := range tags {
+		if checked[t.Repository] {
+			continue
+		}
+		checked[t.Repository] = true
+		if err := failed[t.Repository]; err != nil {
+			log.Failf("tagpush: dry run: "+t.Repository.String(), "%s: %s", t.Repository, report.OneLine(err.Error()))
+		} else {
+			log.Infof("%s: registry answers, credentials accepted for push", t.Repository)
+		}
+	}
+	for _, t := range tags {
+		log.Infof("  would push %s", t)
+	}
+	if len(failed) > 0 {
+		log.Infof("dry run: nothing pushed; %d of %d repositories failed the check", len(failed), len(checked))
+		return ExitFailed
+	}
+	log.Infof("dry run: nothing pushed; every check passed")
 	return ExitOK
 }
 

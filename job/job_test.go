@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -221,8 +222,49 @@ func TestFlagsWinOverInputs(t *testing.T) {
 	if !strings.Contains(r.stdout.String(), "would push "+reg.Host+"/acme/app:from-flag") {
 		t.Errorf("dry run did not plan the flag's tag:\n%s", &r.stdout)
 	}
-	if n := reg.Faults.Stats().Requests; n != 0 {
-		t.Errorf("dry run sent %d requests", n)
+	// A dry run checks (ping, an upload session opened and cancelled) but
+	// writes no content.
+	st := reg.Faults.Stats()
+	if st.ByMethod[http.MethodPatch] != 0 || st.ByMethod[http.MethodPut] != 0 || st.BlobBytes != 0 {
+		t.Errorf("dry run wrote content: %v", st.ByMethod)
+	}
+}
+
+// A dry run that checks: a wrong password and a dead port fail it (exit 1)
+// with what is wrong; a good configuration passes (exit 0) and writes
+// nothing.
+func TestDryRunChecksTheDestinations(t *testing.T) {
+	const secret = "s3cr3t-Pa55word"
+	reg := testregistry.ForTest(t, testregistry.Options{Users: map[string]string{"ci": secret}})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	tests := []struct {
+		name   string
+		inputs map[string]string
+		code   int
+		want   string
+	}{
+		{"good", map[string]string{"tags": reg.Host + "/acme/app:1", "username": "ci", "password": secret}, job.ExitOK, "every check passed"},
+		{"wrong password", map[string]string{"tags": reg.Host + "/acme/app:1", "username": "ci", "password": "wrong-one"}, job.ExitFailed, "authentication failed for " + reg.Host},
+		{"nothing listening", map[string]string{"tags": dead + "/acme/app:1"}, job.ExitFailed, "could not connect to " + dead},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg.Faults.Reset(faults.Config{})
+			tt.inputs["source"], tt.inputs["dry-run"] = ociSource, "true"
+			r := newRunner(t, tt.inputs)
+			if code := r.run(t); code != tt.code || !strings.Contains(r.stdout.String(), tt.want) {
+				t.Errorf("exit %d, want %d with %q:\n%s", code, tt.code, tt.want, &r.stdout)
+			}
+			st := reg.Faults.Stats()
+			if st.ByMethod[http.MethodPatch] != 0 || st.ByMethod[http.MethodPut] != 0 {
+				t.Errorf("dry run wrote: %v", st.ByMethod)
+			}
+		})
 	}
 }
 

@@ -122,14 +122,8 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag,
 		return nil, err
 	}
 	c.referrers = refs
-	r := &run{
-		cfg:     p.cfg,
-		content: c,
-		regs:    newRegistries(p.cfg.now, p.cfg.maxRetryDelay),
-		faults:  make(map[Fault]int),
-	}
-	r.uploads = &uploadCounter{inner: &stallWatchdog{inner: p.cfg.transport, idle: p.cfg.stallTimeout}}
-	r.transport = &redirectLimitTransport{inner: &pauseTransport{regs: r.regs, inner: &retryAfterTransport{inner: r.uploads, regs: r.regs}}}
+	r := p.newRun()
+	r.content = c
 
 	// Blob phases run for the tags of a repository, not for one tag: they
 	// end when the run does.
@@ -175,6 +169,14 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag,
 	}
 	rep.Stats = r.stats(limiters)
 	return rep, nil
+}
+
+// newRun is the state of one call, with its HTTP layers.
+func (p *Pusher) newRun() *run {
+	r := &run{cfg: p.cfg, regs: newRegistries(p.cfg.now, p.cfg.maxRetryDelay), faults: make(map[Fault]int)}
+	r.uploads = &uploadCounter{inner: &stallWatchdog{inner: p.cfg.transport, idle: p.cfg.stallTimeout}}
+	r.transport = &redirectLimitTransport{inner: &pauseTransport{regs: r.regs, inner: &retryAfterTransport{inner: r.uploads, regs: r.regs}}}
+	return r
 }
 
 // run is the state of one Push call.

@@ -1,0 +1,78 @@
+package pusher
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// Check is a dry run's look at the destinations: for each repository the
+// tags name, the registry answers, the credentials get a push token (the
+// token exchange asks for push), and an upload session can be opened, which
+// is then cancelled. It writes no content: no PATCH, no PUT. It returns one
+// error per repository that failed, explained as a failed push would be.
+func (p *Pusher) Check(ctx context.Context, tags []name.Tag) map[name.Repository]error {
+	r := p.newRun()
+
+	repos := make(map[name.Repository]bool)
+	for _, t := range tags {
+		repos[t.Repository] = true
+	}
+	var (
+		mu   sync.Mutex
+		errs = make(map[name.Repository]error)
+		wg   sync.WaitGroup
+	)
+	for repo := range repos {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.checkRepository(ctx, repo); err != nil {
+				v := classify(ctx, err)
+				if v.refused {
+					v.transient = false // one look, no grace: say what is wrong
+				}
+				mu.Lock()
+				errs[repo] = explain(v, err, 1, repo.RegistryStr(), repo.String())
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+func (r *run) checkRepository(ctx context.Context, repo name.Repository) error {
+	rs := &repoState{repo: repo, run: r}
+	client, err := rs.httpClient(ctx)
+	if err != nil {
+		return err
+	}
+	u := fmt.Sprintf("%s://%s/v2/%s/blobs/uploads/", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr())
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	err = transport.CheckError(resp, http.StatusAccepted)
+	resp.Body.Close()
+	if err != nil {
+		return fmt.Errorf("open an upload session: %w", err)
+	}
+	// Cancel the session; a registry that cannot is not a failed check.
+	if loc, err := uploadLocation(resp); err == nil {
+		if del, err := http.NewRequestWithContext(ctx, http.MethodDelete, loc.String(), nil); err == nil {
+			if resp, err := client.Do(del); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}
+	return nil
+}
