@@ -62,7 +62,7 @@ func TestCredentialsForAnHtpasswdRegistry(t *testing.T) {
 		if !strings.Contains(out["results"], `"attempts":1,`) || strings.Contains(out["results"], `"attempts":2`) {
 			t.Errorf("a 401 was retried: %s", out["results"])
 		}
-		if !strings.Contains(out["results"], "authentication failed for "+reg.Host+": check username/password or token scope") {
+		if !strings.Contains(out["results"], "authentication failed (401) for "+reg.Host+": check username/password or token scope") {
 			t.Errorf("results do not say what to check: %s", out["results"])
 		}
 		if strings.Contains(visible(t, r), wrong) {

@@ -205,7 +205,7 @@ func TestFailedTagExitsOneUnlessFailOnErrorIsFalse(t *testing.T) {
 			}
 			if !strings.Contains(r.stdout.String(), "::error title=") ||
 				!strings.Contains(r.stdout.String(), "::failed "+reg.Host+"/acme/denied:1: permission denied") ||
-				!strings.Contains(r.stdout.String(), "permission denied to push "+reg.Host+"/acme/denied") {
+				!strings.Contains(r.stdout.String(), "permission denied (403) to push "+reg.Host+"/acme/denied") {
 				t.Errorf("no error annotation for the denied tag:\n%s", &r.stdout)
 			}
 		})
@@ -249,7 +249,7 @@ func TestDryRunChecksTheDestinations(t *testing.T) {
 		want   string
 	}{
 		{"good", map[string]string{"tags": reg.Host + "/acme/app:1", "username": "ci", "password": secret}, job.ExitOK, "every check passed"},
-		{"wrong password", map[string]string{"tags": reg.Host + "/acme/app:1", "username": "ci", "password": "wrong-one"}, job.ExitFailed, "authentication failed for " + reg.Host},
+		{"wrong password", map[string]string{"tags": reg.Host + "/acme/app:1", "username": "ci", "password": "wrong-one"}, job.ExitFailed, "authentication failed (401) for " + reg.Host},
 		{"nothing listening", map[string]string{"tags": dead + "/acme/app:1"}, job.ExitFailed, "could not connect to " + dead},
 	}
 	for _, tt := range tests {
@@ -351,4 +351,33 @@ func TestPrivateCARegistry(t *testing.T) {
 			t.Errorf("no warning for the insecure registry:\n%s", &r.stdout)
 		}
 	})
+}
+
+// Per-tag errors in the results and the summary are one short sentence that
+// says what is wrong; the library's chain (URLs, blob digests) is in the log.
+func TestPerTagErrorsAreShortAndTheLogHasTheChain(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{FailWrites: http.StatusInternalServerError}})
+	r := newRunner(t, map[string]string{"source": ociSource, "tags": reg.Host + "/acme/app:1"})
+	if code := r.run(t); code != job.ExitFailed {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	var results []report.Entry
+	if err := json.Unmarshal([]byte(r.outputs(t)["results"]), &results); err != nil {
+		t.Fatal(err)
+	}
+	want := reg.Host + " kept failing: gave up after 3 attempt(s) (last status 500 Internal Server Error)"
+	if e := results[0].Error; e != want {
+		t.Errorf("results error = %q (%d characters), want %q", e, len(e), want)
+	}
+	summary, err := os.ReadFile(r.report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The image's own digest may head the summary; no other digest may appear.
+	if !strings.Contains(string(summary), want) || strings.Count(string(summary), "sha256:") != strings.Count(string(summary), "Digest: `sha256:") {
+		t.Errorf("summary:\n%s\nwant the short error and no blob digests", summary)
+	}
+	if !strings.Contains(r.stdout.String(), want+": upload blob sha256:") {
+		t.Errorf("the log lacks the whole chain under the summary:\n%s", &r.stdout)
+	}
 }

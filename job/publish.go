@@ -17,7 +17,7 @@ import (
 func publish(fe config.FrontEnd, env Env, log logger, rep *pusher.Report) error {
 	for _, r := range rep.Results {
 		if !r.Status.OK() {
-			log.Failf("tagpush: "+r.Tag.String()+" "+string(r.Status), "%s %s: %v", r.Status, r.Tag, r.Err)
+			log.Failf("tagpush: "+r.Tag.String()+" "+string(r.Status), "%s %s: %s", r.Status, r.Tag, pusher.Summary(r.Err))
 		}
 	}
 	results, err := report.JSON(rep.Results)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
@@ -192,34 +193,70 @@ func secondaryRateLimit(terr *transport.Error) bool {
 	return strings.Contains(strings.ToLower(terr.Error()), "rate limit")
 }
 
-// explain turns the last error of a failed tag into a message that says what
-// to fix. reg and repo name the destination.
+// TagError is why a tag failed: Summary is one sentence that says what is
+// wrong and what to do, for the summary, the table and the results; Error()
+// adds the whole chain under it, for the log.
+type TagError struct {
+	Summary string
+	Cause   error
+}
+
+func (e *TagError) Error() string { return e.Summary + ": " + e.Cause.Error() }
+func (e *TagError) Unwrap() error { return e.Cause }
+
+// maxSummary is the longest summary shown, in characters.
+const maxSummary = 150
+
+// Summary is the one line to show for err: a TagError's Summary, or else the
+// error's text; control characters become spaces, and a longer line is cut
+// at maxSummary with "…".
+func Summary(err error) string {
+	if err == nil {
+		return ""
+	}
+	s := err.Error()
+	var te *TagError
+	if errors.As(err, &te) {
+		s = te.Summary
+	}
+	s = strings.Join(strings.FieldsFunc(s, func(r rune) bool { return unicode.IsControl(r) || r == ' ' }), " ")
+	if r := []rune(s); len(r) > maxSummary {
+		s = string(r[:maxSummary-1]) + "…"
+	}
+	return s
+}
+
+// explain turns the last error of a failed tag into a TagError whose summary
+// says what to fix. reg and repo name the destination.
 func explain(v verdict, err error, attempts int, reg, repo string) error {
+	say := func(format string, args ...any) error {
+		return &TagError{Summary: fmt.Sprintf(format, args...), Cause: err}
+	}
 	switch v.fault {
 	case FaultAuth:
-		return fmt.Errorf("authentication failed for %s: check username/password or token scope: %w", reg, err)
+		return say("authentication failed (401) for %s: check username/password or token scope", reg)
 	case FaultDenied:
-		return fmt.Errorf("permission denied to push %s: check the token has write access to this repository: %w", repo, err)
+		return say("permission denied (403) to push %s: check the token has write access to this repository", repo)
 	case FaultNotFound:
-		return fmt.Errorf("%s was not found on %s (or the credentials cannot see it): check the repository name: %w", repo, reg, err)
+		return say("%s was not found on %s (or the credentials cannot see it): check the repository name", repo, reg)
 	case FaultInvalid:
-		return fmt.Errorf("%s rejected the request as invalid (not retried): %w", reg, err)
+		return say("%s rejected the request as invalid (%d, not retried): check the image and the tag", reg, v.status)
 	case FaultRateLimited, Fault429:
-		return fmt.Errorf("%s rate-limited the push (%s) through %d attempt(s): lower concurrency or push again later: %w", reg, rateLimitKind(v), attempts, err)
+		return say("%s rate-limited the push (%s) through %d attempt(s): lower concurrency or push again later", reg, rateLimitKind(v), attempts)
 	case FaultConnect:
 		if v.refused {
-			return fmt.Errorf("could not connect to %s (connection refused): is the address right, and is the registry running? %w", reg, err)
+			return say("could not connect to %s (connection refused): is the address right, and is the registry running?", reg)
 		}
-		return fmt.Errorf("could not reach %s: is the registry name right? %w", reg, err)
+		return say("could not reach %s: is the registry name right?", reg)
 	case FaultTLS:
-		return fmt.Errorf("the TLS certificate of %s is not trusted: give its CA in ca-file (or SSL_CERT_FILE), or list the registry in insecure-registries: %w", reg, err)
+		return say("the TLS certificate of %s is not trusted: give its CA in ca-file (or SSL_CERT_FILE), or list the registry in insecure-registries", reg)
 	case FaultRedirect:
-		return fmt.Errorf("%s redirected the request in a loop (more than %d redirects): check the registry address and any proxy in front of it: %w", reg, maxRedirects, err)
+		return say("%s redirected the request in a loop (more than %d redirects): check the registry address and any proxy in front of it", reg, maxRedirects)
 	case faultCancelled:
-		return fmt.Errorf("cancelled: %w", err)
+		return say("cancelled")
 	case FaultTimeout:
 		if !v.transient {
-			return fmt.Errorf("timed out after %d attempt(s): %w", attempts, err)
+			return say("timed out after %d attempt(s): raise timeout, or check the network to %s", attempts, reg)
 		}
 	}
 	if v.transient {
@@ -227,7 +264,7 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 		if v.status != 0 {
 			last = fmt.Sprintf("last status %d %s", v.status, http.StatusText(v.status))
 		}
-		return fmt.Errorf("%s kept failing: gave up after %d attempt(s) (%s): %w", reg, attempts, last, err)
+		return say("%s kept failing: gave up after %d attempt(s) (%s)", reg, attempts, last)
 	}
 	return err
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -131,17 +132,33 @@ func TestExplain(t *testing.T) {
 		v    verdict
 		want string
 	}{
-		{verdict{fault: FaultAuth}, "authentication failed for ghcr.io: check username/password or token scope: boom"},
-		{verdict{fault: FaultDenied}, "permission denied to push ghcr.io/acme/app: check the token has write access to this repository: boom"},
-		{verdict{fault: Fault5xx, transient: true, status: 500}, "ghcr.io kept failing: gave up after 5 attempt(s) (last status 500 Internal Server Error): boom"},
-		{verdict{fault: FaultReset, transient: true}, "ghcr.io kept failing: gave up after 5 attempt(s) (last error): boom"},
-		{verdict{fault: FaultRateLimited, transient: true, status: 403}, "ghcr.io rate-limited the push (403 secondary rate limit) through 5 attempt(s): lower concurrency or push again later: boom"},
-		{verdict{fault: FaultConnect, refused: true}, "could not connect to ghcr.io (connection refused): is the address right, and is the registry running? boom"},
+		{verdict{fault: FaultAuth}, "authentication failed (401) for ghcr.io: check username/password or token scope"},
+		{verdict{fault: FaultDenied}, "permission denied (403) to push ghcr.io/acme/app: check the token has write access to this repository"},
+		{verdict{fault: Fault5xx, transient: true, status: 500}, "ghcr.io kept failing: gave up after 5 attempt(s) (last status 500 Internal Server Error)"},
+		{verdict{fault: FaultReset, transient: true}, "ghcr.io kept failing: gave up after 5 attempt(s) (last error)"},
+		{verdict{fault: FaultRateLimited, transient: true, status: 403}, "ghcr.io rate-limited the push (403 secondary rate limit) through 5 attempt(s): lower concurrency or push again later"},
+		{verdict{fault: FaultConnect, refused: true}, "could not connect to ghcr.io (connection refused): is the address right, and is the registry running?"},
 	}
 	for _, tt := range tests {
-		if got := explain(tt.v, base, 5, "ghcr.io", "ghcr.io/acme/app").Error(); got != tt.want {
-			t.Errorf("explain(%s) = %q, want %q", tt.v.fault, got, tt.want)
+		err := explain(tt.v, base, 5, "ghcr.io", "ghcr.io/acme/app")
+		if got := Summary(err); got != tt.want {
+			t.Errorf("Summary(explain(%s)) = %q, want %q", tt.v.fault, got, tt.want)
 		}
+		// The log gets the whole chain under the summary.
+		if got := err.Error(); got != tt.want+": boom" {
+			t.Errorf("explain(%s).Error() = %q, want the summary and the cause", tt.v.fault, got)
+		}
+	}
+}
+
+func TestSummaryIsOneShortLine(t *testing.T) {
+	long := errors.New(strings.Repeat("upload blob sha256:0123456789abcdef: PUT https://registry/v2/x: ", 6) + "\n::error::x")
+	got := Summary(long)
+	if n := len([]rune(got)); n > maxSummary || strings.ContainsAny(got, "\n\r") || !strings.HasSuffix(got, "…") {
+		t.Errorf("Summary = %q (%d characters), want one line of at most %d ending in …", got, n, maxSummary)
+	}
+	if got := Summary(&TagError{Summary: "short", Cause: long}); got != "short" {
+		t.Errorf("Summary of a TagError = %q, want its summary", got)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -160,7 +161,7 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag,
 	rep := &Report{Digest: c.digest.String(), Results: make([]Result, len(tags))}
 	for i, res := range results {
 		if !res.Started {
-			res.Value = Result{Tag: tags[i], Status: StatusCancelled, Err: fmt.Errorf("cancelled before it started: %w", res.Err)}
+			res.Value = Result{Tag: tags[i], Status: StatusCancelled, Err: &TagError{Summary: "cancelled before it started", Cause: res.Err}}
 			if p.cfg.events.TagDone != nil {
 				p.cfg.events.TagDone(res.Value)
 			}
@@ -499,7 +500,7 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 	var refs int
 	if err == nil && len(r.content.referrers) > 0 {
 		if refs, err = rs.referrersFollowed(ctx); err != nil {
-			err = fmt.Errorf("%s holds the image, but its referrers did not follow: %w", tag, err)
+			err = &TagError{Summary: "the tag holds the image, but its signatures, attestations or SBOMs did not follow: " + Summary(err), Cause: err}
 			last = verdict{fault: FaultOther}
 		}
 	}
@@ -511,10 +512,10 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 	case err == nil:
 		res.Status, res.Digest = StatusPushed, r.content.digest.String()
 	case errors.Is(err, errExists):
-		res.Status, res.Err = StatusFailed, fmt.Errorf("%s %w", tag, err)
+		res.Status, res.Err = StatusFailed, &TagError{Summary: strings.TrimPrefix(err.Error(), "tag "), Cause: err}
 	case parent.Err() != nil:
 		res.Status = StatusCancelled
-		res.Err = fmt.Errorf("cancelled after %d attempt(s): %w", attempts, context.Cause(parent))
+		res.Err = &TagError{Summary: fmt.Sprintf("cancelled after %d attempt(s)", attempts), Cause: context.Cause(parent)}
 	default:
 		if ctx.Err() != nil && last.fault == FaultTimeout {
 			err = fmt.Errorf("%w (timeout %s)", err, r.cfg.timeout)

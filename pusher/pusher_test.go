@@ -298,7 +298,7 @@ func TestUnauthorizedIsNotRetried(t *testing.T) {
 			t.Errorf("%s: %s after %d attempts, want failed after 1", r.Tag, r.Status, r.Attempts)
 		}
 		msg := fmt.Sprint(r.Err)
-		if !strings.Contains(msg, "authentication failed for "+reg.Host) || !strings.Contains(msg, "check username/password or token scope") {
+		if !strings.Contains(msg, "authentication failed (401) for "+reg.Host) || !strings.Contains(msg, "check username/password or token scope") {
 			t.Errorf("%s error = %q, want it to name the registry and what to check", r.Tag, msg)
 		}
 	}
@@ -312,7 +312,7 @@ func TestForbiddenSaysWhatToFix(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := rep.Results[0]
-	if r.Status != pusher.StatusFailed || r.Attempts != 1 || !strings.Contains(fmt.Sprint(r.Err), "permission denied to push "+reg.Host+"/acme/app") {
+	if r.Status != pusher.StatusFailed || r.Attempts != 1 || !strings.Contains(fmt.Sprint(r.Err), "permission denied (403) to push "+reg.Host+"/acme/app") {
 		t.Errorf("got %s after %d attempts: %v", r.Status, r.Attempts, r.Err)
 	}
 }

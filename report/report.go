@@ -41,7 +41,7 @@ func Entries(results []pusher.Result) []Entry {
 			Referrers:  r.Referrers,
 		}
 		if r.Err != nil {
-			out[i].Error = r.Err.Error()
+			out[i].Error = pusher.Summary(r.Err)
 		}
 	}
 	return out
@@ -189,7 +189,7 @@ func Markdown(rep *pusher.Report) string {
 		for _, r := range groups[reg] {
 			errText := ""
 			if r.Err != nil {
-				errText = mdCell(r.Err.Error())
+				errText = mdCell(pusher.Summary(r.Err))
 			}
 			digest := ""
 			if r.Digest != "" {
@@ -237,7 +237,7 @@ func Table(rep *pusher.Report) string {
 	for _, r := range rep.Results {
 		errText := ""
 		if r.Err != nil {
-			errText = OneLine(r.Err.Error())
+			errText = pusher.Summary(r.Err)
 		}
 		fmt.Fprintf(&b, "%-9s  %-*s  %-12s  %8d  %9s  %s\n",
 			r.Status, width, r.Tag.String(), ShortDigest(r.Digest), r.Attempts, Duration(r.Duration), errText)
