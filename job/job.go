@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	stdlog "log"
 	"maps"
@@ -60,8 +61,7 @@ func Run(ctx context.Context, env Env) int {
 		return ExitOK
 	}
 	if err != nil {
-		log.Failf("tagpush: bad input", "%v", err)
-		return ExitBadInput
+		return badInput(fe, env, log, err)
 	}
 	log = newLogger(fe, env, cfg.Debug)
 	if cfg.Debug {
@@ -84,8 +84,7 @@ func Run(ctx context.Context, env Env) int {
 
 	items, dups, err := taglist.Parse(cfg.Tags, cfg.Repository)
 	if err != nil {
-		log.Failf("tagpush: bad input", "%v (nothing was pushed)", err)
-		return ExitBadInput
+		return badInput(fe, env, log, err)
 	}
 	for _, d := range dups {
 		log.Warnf("%s", d)
@@ -93,8 +92,7 @@ func Run(ctx context.Context, env Env) int {
 	tags := taglist.Tags(items)
 	tags, err = allowInsecure(tags, cfg.Insecure)
 	if err != nil {
-		log.Failf("tagpush: bad input", "%v (nothing was pushed)", err)
-		return ExitBadInput
+		return badInput(fe, env, log, err)
 	}
 	for _, reg := range cfg.Insecure {
 		log.Warnf("insecure-registries: TLS certificates of %s are not checked, and plain HTTP is allowed: anyone on the network path can read or change what is pushed there", reg)
@@ -104,13 +102,11 @@ func Run(ctx context.Context, env Env) int {
 	}
 	transport, err := pusher.NewTransport(pusher.TLS{CAFile: cfg.CAFile, Insecure: cfg.Insecure})
 	if err != nil {
-		log.Failf("tagpush: bad input", "%v (nothing was pushed)", err)
-		return ExitBadInput
+		return badInput(fe, env, log, err)
 	}
 	keychain, err := credentials.Keychain(creds)
 	if err != nil {
-		log.Failf("tagpush: bad input", "%v (nothing was pushed)", err)
-		return ExitBadInput
+		return badInput(fe, env, log, err)
 	}
 	img, err := source.Open(ctx, cfg.Source, source.Options{
 		Keychain:   keychain,
@@ -120,8 +116,7 @@ func Run(ctx context.Context, env Env) int {
 		DockerHost: env.Getenv("DOCKER_HOST"),
 	})
 	if err != nil {
-		log.Failf("tagpush: bad input", "%v (nothing was pushed)", err)
-		return ExitBadInput
+		return badInput(fe, env, log, err)
 	}
 	logPlan(log, img, tags, cfg)
 	for _, it := range items {
@@ -140,8 +135,7 @@ func Run(ctx context.Context, env Env) int {
 	}
 	p, err := pusher.New(append(opts, env.PusherOptions...)...)
 	if err != nil {
-		log.Failf("tagpush: bad input", "%v", err)
-		return ExitBadInput
+		return badInput(fe, env, log, err)
 	}
 	if cfg.DryRun {
 		return dryRun(ctx, log, p, tags)
@@ -174,6 +168,37 @@ func Run(ctx context.Context, env Env) int {
 		return ExitFailed
 	}
 	return ExitOK
+}
+
+// badInput reports a configuration error where the person will look (the
+// log, and the run page: GitHub's job summary, the Bitbucket result line)
+// and returns the exit code for it. Nothing was pushed.
+func badInput(fe config.FrontEnd, env Env, log logger, err error) int {
+	msg := err.Error() + " (nothing was pushed)"
+	log.Failf("tagpush: bad input", "%s", msg)
+	switch fe {
+	case config.GitHub:
+		if env.Getenv("GITHUB_STEP_SUMMARY") != "" {
+			action := githubactions.New(githubactions.WithGetenv(env.Getenv), githubactions.WithWriter(io.Discard))
+			md := "### tagpush: bad input\n\n" + markdownQuote(msg) + "\n\nSee `tagpush --help` or the action's inputs.\n"
+			if serr := call(func() { action.AddStepSummary(md) }); serr != nil {
+				log.Warnf("write job summary: %v", serr)
+			}
+		}
+	case config.Bitbucket:
+		fmt.Fprintln(env.Stdout, colored(env, "✖ Failed: bad input: "+report.OneLine(msg), "31"))
+	}
+	return ExitBadInput
+}
+
+// markdownQuote shows text as a quote, each line its own, with nothing in it
+// read as markdown or HTML.
+func markdownQuote(s string) string {
+	var lines []string
+	for _, l := range strings.Split(s, "\n") {
+		lines = append(lines, "> "+html.EscapeString(strings.NewReplacer("`", "\\`", "*", "\\*", "_", "\\_", "|", "\\|").Replace(l)))
+	}
+	return strings.Join(lines, "\n")
 }
 
 // dryRun checks what can be checked without writing content (each

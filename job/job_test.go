@@ -381,3 +381,29 @@ func TestPerTagErrorsAreShortAndTheLogHasTheChain(t *testing.T) {
 		t.Errorf("the log lacks the whole chain under the summary:\n%s", &r.stdout)
 	}
 }
+
+// A configuration error is on the run page, not only in the raw log: the
+// GitHub job summary and the Bitbucket result line say it.
+func TestBadInputReachesTheRunPage(t *testing.T) {
+	r := newRunner(t, map[string]string{"source": ociSource, "tags": "a.io/x:1", "concurrency": "zero"})
+	if code := r.run(t); code != job.ExitBadInput {
+		t.Fatalf("exit %d, want 2", code)
+	}
+	summary, err := os.ReadFile(r.report)
+	if err != nil {
+		t.Fatalf("no job summary for a bad input: %v", err)
+	}
+	if !strings.Contains(string(summary), "tagpush: bad input") || !strings.Contains(string(summary), `concurrency: &#34;zero&#34; is not a whole number`) {
+		t.Errorf("job summary:\n%s", summary)
+	}
+
+	var out bytes.Buffer
+	code := job.Run(context.Background(), job.Env{
+		Args:   []string{"--concurrency", "zero"},
+		Getenv: func(k string) string { return map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "SOURCE": ociSource, "TAGS": "a.io/x:1"}[k] },
+		Stdout: &out, Stderr: &out, Version: "test",
+	})
+	if code != job.ExitBadInput || !strings.Contains(out.String(), `✖ Failed: bad input: concurrency: "zero" is not a whole number`) {
+		t.Errorf("Bitbucket: exit %d, output:\n%s", code, &out)
+	}
+}

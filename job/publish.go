@@ -147,6 +147,11 @@ func statusLine(env Env, rep *pusher.Report) string {
 	if !ok {
 		text, code = "✖ Failed: "+report.Headline(rep), "31"
 	}
+	return colored(env, text, code)
+}
+
+// colored wraps text in an ANSI colour when the output takes colours.
+func colored(env Env, text, code string) string {
 	if !useColor(env) {
 		return text
 	}
