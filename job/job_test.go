@@ -399,8 +399,10 @@ func TestBadInputReachesTheRunPage(t *testing.T) {
 
 	var out bytes.Buffer
 	code := job.Run(context.Background(), job.Env{
-		Args:   []string{"--concurrency", "zero"},
-		Getenv: func(k string) string { return map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "SOURCE": ociSource, "TAGS": "a.io/x:1"}[k] },
+		Args: []string{"--concurrency", "zero"},
+		Getenv: func(k string) string {
+			return map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "SOURCE": ociSource, "TAGS": "a.io/x:1"}[k]
+		},
 		Stdout: &out, Stderr: &out, Version: "test",
 	})
 	if code != job.ExitBadInput || !strings.Contains(out.String(), `✖ Failed: bad input: concurrency: "zero" is not a whole number`) {
