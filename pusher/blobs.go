@@ -269,22 +269,28 @@ func blobExists(ctx context.Context, client *http.Client, u string) (bool, error
 	return resp.StatusCode == http.StatusOK, nil
 }
 
-// uploadBlob opens an upload session and sends the whole blob in one PUT.
-func uploadBlob(ctx context.Context, client *http.Client, uploads string, b blob) error {
+// openUpload opens an upload session (POST .../blobs/uploads/) and returns
+// where its content goes.
+func openUpload(ctx context.Context, client *http.Client, uploads string) (*url.URL, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, uploads, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	err = transport.CheckError(resp, http.StatusAccepted)
 	resp.Body.Close()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	loc, err := uploadLocation(resp)
+	return uploadLocation(resp)
+}
+
+// uploadBlob opens an upload session and sends the whole blob in one PUT.
+func uploadBlob(ctx context.Context, client *http.Client, uploads string, b blob) error {
+	loc, err := openUpload(ctx, client, uploads)
 	if err != nil {
 		return err
 	}
@@ -296,7 +302,7 @@ func uploadBlob(ctx context.Context, client *http.Client, uploads string, b blob
 	if err != nil {
 		return fmt.Errorf("read blob: %w", err)
 	}
-	req, err = http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), body)
 	if err != nil {
 		body.Close()
 		return err
@@ -304,7 +310,7 @@ func uploadBlob(ctx context.Context, client *http.Client, uploads string, b blob
 	req.ContentLength = b.size
 	req.GetBody = b.layer.Compressed
 	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err = client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

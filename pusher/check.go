@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // Check is a dry run's look at the destinations: for each repository the
@@ -53,25 +52,14 @@ func (r *run) checkRepository(ctx context.Context, repo name.Repository) error {
 		return err
 	}
 	u := fmt.Sprintf("%s://%s/v2/%s/blobs/uploads/", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr())
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	err = transport.CheckError(resp, http.StatusAccepted)
-	resp.Body.Close()
+	loc, err := openUpload(ctx, client, u)
 	if err != nil {
 		return fmt.Errorf("open an upload session: %w", err)
 	}
 	// Cancel the session; a registry that cannot is not a failed check.
-	if loc, err := uploadLocation(resp); err == nil {
-		if del, err := http.NewRequestWithContext(ctx, http.MethodDelete, loc.String(), nil); err == nil {
-			if resp, err := client.Do(del); err == nil {
-				resp.Body.Close()
-			}
+	if del, err := http.NewRequestWithContext(ctx, http.MethodDelete, loc.String(), nil); err == nil {
+		if resp, err := client.Do(del); err == nil {
+			resp.Body.Close()
 		}
 	}
 	return nil
