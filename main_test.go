@@ -244,7 +244,7 @@ func TestTerminalEndToEnd(t *testing.T) {
 
 func TestBadInputFromTheCLI(t *testing.T) {
 	_, stderr, code := runBinary(t, nil, "--source", "oci:testdata/oci", "--tags", "localhost:5000/app:1", "--concurrency", "-3")
-	if code != 2 || !strings.Contains(stderr, `concurrency: "-3"`) {
+	if code != 2 || !strings.Contains(stderr, `concurrency: -3 is less than 1`) {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
 }

@@ -26,7 +26,6 @@ UPPER_SNAKE_CASE (--max-attempts: MAX_ATTEMPTS).
 			}
 		}
 		if g == GroupBehaviour {
-			writeOption(w, "--debug", "Log every request decision, retry and limit change in detail (DEBUG=true, or the runner's debug logging).", "")
 			writeOption(w, "-h, --help", "Show this help.", "")
 		}
 	}
@@ -64,7 +63,7 @@ func writeOption(w io.Writer, flag, desc, def string) {
 // close: at most two edits, or one for short names.
 func suggest(typed string) string {
 	best, bestD := "", 3
-	names := []string{"debug", "help"}
+	names := []string{"help"}
 	for _, o := range Options() {
 		names = append(names, o.Name)
 	}

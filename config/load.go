@@ -11,32 +11,10 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/sethvargo/go-githubactions"
+
+	"github.com/tagpush/tagpush/ci"
+	"github.com/tagpush/tagpush/internal/quote"
 )
-
-// FrontEnd is where a run's configuration comes from and its results go.
-type FrontEnd int
-
-const (
-	Terminal FrontEnd = iota
-	GitHub
-	Bitbucket
-)
-
-func (f FrontEnd) String() string {
-	return [...]string{"terminal", "github", "bitbucket"}[f]
-}
-
-// Detect tells the front end from the environment.
-func Detect(getenv func(string) string) FrontEnd {
-	switch {
-	case getenv("GITHUB_ACTIONS") == "true":
-		return GitHub
-	case getenv("BITBUCKET_BUILD_NUMBER") != "" || getenv("BITBUCKET_PIPE_STORAGE_DIR") != "":
-		return Bitbucket
-	}
-	return Terminal
-}
 
 // Config is a validated configuration.
 type Config struct {
@@ -75,26 +53,15 @@ func usage(format string, args ...any) error {
 // ErrHelp is returned when -h or --help was asked for.
 var ErrHelp = flag.ErrHelp
 
-// Load reads the configuration: defaults, then the front end's environment,
-// then flags, each overriding the one before.
-func Load(args []string, getenv func(string) string, fe FrontEnd, help io.Writer) (*Config, error) {
+// Load reads the configuration: each option's default, then inputs (the
+// values the CI system sets, by option name), then flags in args, each
+// overriding the one before. help receives the help when args ask for it.
+func Load(args []string, inputs map[string]string, help io.Writer) (*Config, error) {
 	values := make(map[string]string)
 	for _, o := range Options() {
 		values[o.Name] = o.Default
-	}
-	switch fe {
-	case GitHub:
-		action := githubactions.New(githubactions.WithGetenv(getenv), githubactions.WithWriter(io.Discard))
-		for _, o := range Options() {
-			if v := action.GetInput(o.Name); v != "" {
-				values[o.Name] = v
-			}
-		}
-	case Bitbucket:
-		for _, o := range Options() {
-			if v := bitbucketVariable(o, getenv); v != "" {
-				values[o.Name] = v
-			}
+		if v, ok := inputs[o.Name]; ok {
+			values[o.Name] = v
 		}
 	}
 
@@ -102,6 +69,7 @@ func Load(args []string, getenv func(string) string, fe FrontEnd, help io.Writer
 	// The flag package would print its own usage on every error: the help
 	// is ours, and an error is one line (see flagError).
 	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	set := make(map[string]*string)
 	for _, o := range Options() {
 		v := new(string)
@@ -109,8 +77,6 @@ func Load(args []string, getenv func(string) string, fe FrontEnd, help io.Writer
 		set[o.Name] = v
 		fs.Var(&flagValue{s: v, isBool: o.Kind == Bool}, o.Name, o.Description)
 	}
-	debug := fs.Bool("debug", false, "Log every retry and limit change in detail.")
-	fs.Usage = func() {}
 	if err := fs.Parse(joinBoolValues(args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			Help(help)
@@ -119,40 +85,23 @@ func Load(args []string, getenv func(string) string, fe FrontEnd, help io.Writer
 		return nil, flagError(err)
 	}
 	if fs.NArg() > 0 {
-		return nil, usage("unexpected argument %q: every setting is a flag (--source, --tags, ...)", fs.Arg(0))
+		return nil, usage("unexpected argument %s: every setting is a flag (--source, --tags, ...)", quote.Value(fs.Arg(0)))
 	}
 	fs.Visit(func(f *flag.Flag) {
 		if v, ok := set[f.Name]; ok {
 			values[f.Name] = *v
 		}
 	})
-	cfg, err := parse(values)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Debug = *debug || isTrue(getenv("DEBUG")) || getenv("RUNNER_DEBUG") == "1"
-	return cfg, nil
+	return parse(values)
 }
 
-// bitbucketVariable reads a pipe variable; a list given as a YAML list arrives
-// as NAME_COUNT and NAME_0, NAME_1, ...
-func bitbucketVariable(o Option, getenv func(string) string) string {
-	name := o.Variable()
-	if o.Kind == List {
-		if n, err := strconv.Atoi(getenv(name + "_COUNT")); err == nil && n > 0 {
-			items := make([]string, 0, n)
-			for i := range n {
-				items = append(items, getenv(fmt.Sprintf("%s_%d", name, i)))
-			}
-			return strings.Join(items, "\n")
-		}
+// Inputs are the options as the CI system's inputs.
+func Inputs() []ci.Input {
+	var in []ci.Input
+	for _, o := range Options() {
+		in = append(in, ci.Input{Name: o.Name, List: o.Kind == List})
 	}
-	return strings.TrimSpace(getenv(name))
-}
-
-func isTrue(s string) bool {
-	b, err := strconv.ParseBool(strings.TrimSpace(s))
-	return err == nil && b
+	return in
 }
 
 func parse(v map[string]string) (*Config, error) {
@@ -173,42 +122,45 @@ func parse(v map[string]string) (*Config, error) {
 	if strings.TrimSpace(c.Tags) == "" {
 		errs = append(errs, usage("tags is required: where to push, e.g. ghcr.io/acme/app:1.4"))
 	}
-	intOpt := func(name string, min int) int {
+	// Values are checked for their kind here; what range a number or a
+	// duration may take is the pusher's rule (pusher.New says, naming the
+	// option), so it is written once.
+	intOpt := func(name string) int {
 		n, err := strconv.Atoi(strings.TrimSpace(v[name]))
-		if err != nil || n < min {
-			errs = append(errs, usage("%s: %q is not a whole number >= %d", name, v[name], min))
+		if err != nil {
+			errs = append(errs, usage("%s: %s is not a whole number", name, quote.Value(v[name])))
 		}
 		return n
 	}
 	durOpt := func(name string) time.Duration {
 		d, err := time.ParseDuration(strings.TrimSpace(v[name]))
-		if err != nil || d <= 0 {
-			errs = append(errs, usage("%s: %q is not a positive duration (e.g. 500ms, 2s, 10m)", name, v[name]))
+		if err != nil {
+			errs = append(errs, usage("%s: %s is not a duration (e.g. 500ms, 2s, 10m)", name, quote.Value(v[name])))
 		}
 		return d
 	}
 	boolOpt := func(name string) bool {
 		b, err := strconv.ParseBool(strings.TrimSpace(v[name]))
 		if err != nil {
-			errs = append(errs, usage("%s: %q is not true or false", name, v[name]))
+			errs = append(errs, usage("%s: %s is not true or false", name, quote.Value(v[name])))
 		}
 		return b
 	}
 	for i, item := range splitList(v["insecure-registries"]) {
 		reg, err := name.NewRegistry(item, name.StrictValidation)
 		if err != nil || strings.ContainsAny(item, "/@") {
-			errs = append(errs, usage("insecure-registries item %d: %q is not a registry host (host or host:port, e.g. registry.corp:5000)", i+1, item))
+			errs = append(errs, usage("insecure-registries item %d: %s is not a registry host (host or host:port, e.g. registry.corp:5000)", i+1, quote.Value(item)))
 			continue
 		}
 		c.Insecure = append(c.Insecure, reg.RegistryStr())
 	}
 	if c.CAFile != "" {
 		if st, err := os.Stat(c.CAFile); err != nil || st.IsDir() {
-			errs = append(errs, usage("ca-file: %q is not a readable file", c.CAFile))
+			errs = append(errs, usage("ca-file: %s is not a readable file", quote.Value(c.CAFile)))
 		}
 	}
-	c.Concurrency = intOpt("concurrency", 1)
-	c.MaxAttempts = intOpt("max-attempts", 1)
+	c.Concurrency = intOpt("concurrency")
+	c.MaxAttempts = intOpt("max-attempts")
 	c.RetryDelay = durOpt("retry-delay")
 	c.MaxRetryDelay = durOpt("max-retry-delay")
 	c.Timeout = durOpt("timeout")
@@ -217,9 +169,7 @@ func parse(v map[string]string) (*Config, error) {
 	c.Referrers = boolOpt("referrers")
 	c.FailOnError = boolOpt("fail-on-error")
 	c.DryRun = boolOpt("dry-run")
-	if c.MaxRetryDelay > 0 && c.RetryDelay > c.MaxRetryDelay {
-		errs = append(errs, usage("max-retry-delay (%s) is less than retry-delay (%s)", c.MaxRetryDelay, c.RetryDelay))
-	}
+	c.Debug = boolOpt("debug")
 	if len(errs) > 0 {
 		return nil, &UsageError{errors.Join(errs...)}
 	}
@@ -279,7 +229,6 @@ func joinBoolValues(args []string) []string {
 	for _, o := range Options() {
 		isBool[o.Name] = o.Kind == Bool
 	}
-	isBool["debug"] = true
 	out := make([]string, 0, len(args))
 	for i := 0; i < len(args); i++ {
 		a := args[i]

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tagpush/tagpush/ci"
 )
 
 // sample gives, for every option, a valid value other than its default and the
@@ -35,12 +37,13 @@ var sample = map[string]struct {
 	"overwrite":           {"false", func(c *Config) string { return fmt.Sprint(c.Overwrite) }},
 	"fail-on-error":       {"false", func(c *Config) string { return fmt.Sprint(c.FailOnError) }},
 	"dry-run":             {"true", func(c *Config) string { return fmt.Sprint(c.DryRun) }},
+	"debug":               {"true", func(c *Config) string { return fmt.Sprint(c.Debug) }},
 }
 
 func load(t *testing.T, args []string, env map[string]string) *Config {
 	t.Helper()
-	getenv := func(k string) string { return env[k] }
-	c, err := Load(args, getenv, Detect(getenv), &bytes.Buffer{})
+	sys := ci.Detect(ci.Env{Getenv: func(k string) string { return env[k] }})
+	c, err := Load(args, sys.Inputs(Inputs()), &bytes.Buffer{})
 	if err != nil {
 		t.Fatalf("Load(%v, %v): %v", args, env, err)
 	}
@@ -86,7 +89,9 @@ func TestEveryOptionIsReadByEveryFrontEnd(t *testing.T) {
 	}
 }
 
-func TestDefaultsMatchTheTable(t *testing.T) {
+// The defaults land in the Config as written in the table (they come from
+// the pusher's, see pusher's TestDefaultsMatchTheTable).
+func TestDefaultsLandInTheConfig(t *testing.T) {
 	c := load(t, []string{"--source", "x", "--tags", "y"}, nil)
 	for _, o := range Options() {
 		if o.Default == "" {
@@ -124,18 +129,6 @@ func TestBitbucketListVariable(t *testing.T) {
 	}
 }
 
-func TestDetect(t *testing.T) {
-	for want, env := range map[FrontEnd]map[string]string{
-		GitHub:    {"GITHUB_ACTIONS": "true"},
-		Bitbucket: {"BITBUCKET_BUILD_NUMBER": "12"},
-		Terminal:  {"CI": "true"},
-	} {
-		if got := Detect(func(k string) string { return env[k] }); got != want {
-			t.Errorf("Detect(%v) = %s, want %s", env, got, want)
-		}
-	}
-}
-
 func TestBadValuesAreUsageErrorsNamingTheValue(t *testing.T) {
 	tests := []struct {
 		args []string
@@ -143,10 +136,11 @@ func TestBadValuesAreUsageErrorsNamingTheValue(t *testing.T) {
 	}{
 		{[]string{"--tags", "t"}, "source is required"},
 		{[]string{"--source", "s"}, "tags is required"},
-		{[]string{"--source", "s", "--tags", "t", "--concurrency", "0"}, `concurrency: "0" is not a whole number >= 1`},
+		{[]string{"--source", "s", "--tags", "t", "--concurrency", "four"}, `concurrency: "four" is not a whole number`},
 		{[]string{"--source", "s", "--tags", "t", "--max-attempts", "x"}, `max-attempts: "x"`},
-		{[]string{"--source", "s", "--tags", "t", "--timeout", "-1s"}, `timeout: "-1s" is not a positive duration`},
-		{[]string{"--source", "s", "--tags", "t", "--retry-delay", "1m", "--max-retry-delay", "1s"}, "max-retry-delay (1s) is less than retry-delay (1m0s)"},
+		{[]string{"--source", "s", "--tags", "t", "--timeout", "10"}, `timeout: "10" is not a duration`},
+		{[]string{"--source", "s", "--tags", "t", "--timeout", "1\n::error::x"}, `timeout: "1\n::error::x" is not a duration`},
+		{[]string{"--source", "s", "--tags", "t", "--platform", "x", "--timeout", strings.Repeat("9", 400)}, `timeout: "` + strings.Repeat("9", 60) + `"… (400 characters) is not a duration`},
 		{[]string{"--source", "s", "--tags", "t", "--adaptive=maybe"}, `adaptive: "maybe" is not true or false`},
 		{[]string{"--source", "s", "--tags", "t", "extra"}, `unexpected argument "extra"`},
 		{[]string{"--nope"}, "unknown flag --nope; see tagpush --help"},
@@ -154,7 +148,7 @@ func TestBadValuesAreUsageErrorsNamingTheValue(t *testing.T) {
 		{[]string{"--tags"}, "flag --tags needs a value; see tagpush --help"},
 	}
 	for _, tt := range tests {
-		_, err := Load(tt.args, func(string) string { return "" }, Terminal, &bytes.Buffer{})
+		_, err := Load(tt.args, nil, &bytes.Buffer{})
 		var ue *UsageError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Load(%v) = %v, want a usage error containing %q", tt.args, err, tt.want)
@@ -164,7 +158,7 @@ func TestBadValuesAreUsageErrorsNamingTheValue(t *testing.T) {
 
 func TestHelpListsEveryOption(t *testing.T) {
 	var help bytes.Buffer
-	if _, err := Load([]string{"--help"}, func(string) string { return "" }, Terminal, &help); !errors.Is(err, ErrHelp) {
+	if _, err := Load([]string{"--help"}, nil, &help); !errors.Is(err, ErrHelp) {
 		t.Fatalf("err = %v", err)
 	}
 	for _, o := range Options() {
@@ -184,7 +178,7 @@ func TestTLSInputsAreChecked(t *testing.T) {
 	}
 	for _, tt := range tests {
 		args := append([]string{"--source", "oci:x", "--tags", "a.io/x:1"}, tt.args...)
-		_, err := Load(args, func(string) string { return "" }, Terminal, &bytes.Buffer{})
+		_, err := Load(args, nil, &bytes.Buffer{})
 		var uerr *UsageError
 		if !errors.As(err, &uerr) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Load(%v) = %v, want a usage error saying %q", tt.args, err, tt.want)

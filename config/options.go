@@ -4,7 +4,14 @@
 // action.yml and pipe.yml are checked against this table by tests.
 package config
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tagpush/tagpush/ci"
+	"github.com/tagpush/tagpush/pusher"
+)
 
 // Kind is the type of an option's value.
 type Kind int
@@ -41,7 +48,7 @@ const (
 
 // Variable is the option's Bitbucket Pipe variable name.
 func (o Option) Variable() string {
-	return strings.ToUpper(strings.ReplaceAll(o.Name, "-", "_"))
+	return ci.Variable(o.Name)
 }
 
 // Options returns the options, in the order the docs list them.
@@ -65,27 +72,41 @@ func Options() []Option {
 			Description: "A PEM file of CA certificates to trust besides the system's, for a registry with a private CA (SSL_CERT_FILE works too)."},
 		{Name: "insecure-registries", Group: GroupCredentials, Placeholder: "HOST[:PORT]", Kind: List,
 			Description: "Registries (host or host:port), one per line or separated by commas, whose TLS certificates are not checked and which may be reached over plain HTTP. Logged as a warning."},
-		{Name: "concurrency", Group: GroupSpeed, Placeholder: "N", Kind: Int, Default: "4",
+		{Name: "concurrency", Group: GroupSpeed, Placeholder: "N", Kind: Int, Default: strconv.Itoa(pusher.DefaultConcurrency),
 			Description: "The most writes (blob uploads, manifest PUTs) in flight at once per registry (the ceiling when adaptive)."},
-		{Name: "adaptive", Group: GroupSpeed, Placeholder: "true|false", Kind: Bool, Default: "true",
+		{Name: "adaptive", Group: GroupSpeed, Placeholder: "true|false", Kind: Bool, Default: strconv.FormatBool(pusher.DefaultAdaptive),
 			Description: "Lower concurrency when a registry answers 5xx/429 and raise it again when it recovers."},
-		{Name: "max-attempts", Group: GroupSpeed, Placeholder: "N", Kind: Int, Default: "8",
+		{Name: "max-attempts", Group: GroupSpeed, Placeholder: "N", Kind: Int, Default: strconv.Itoa(pusher.DefaultMaxAttempts),
 			Description: "Attempts per tag for transient failures (5xx, 429, 408, resets, timeouts). Permanent failures are not retried."},
-		{Name: "retry-delay", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: "200ms",
+		{Name: "retry-delay", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: duration(pusher.DefaultRetryDelay),
 			Description: "First wait between attempts; it doubles each time, with jitter. With the defaults a tag keeps trying through about 25s of failures."},
-		{Name: "max-retry-delay", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: "30s",
+		{Name: "max-retry-delay", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: duration(pusher.DefaultMaxRetryDelay),
 			Description: "Longest wait between attempts, also the cap on a registry's Retry-After."},
-		{Name: "timeout", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: "10m",
+		{Name: "timeout", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: duration(pusher.DefaultTimeout),
 			Description: "Time limit for one tag, all attempts included."},
 		{Name: "referrers", Group: GroupWhat, Placeholder: "true|false", Kind: Bool, Default: "true",
 			Description: "Push the image's signatures, attestations and SBOMs with it: OCI referrers and cosign's sha256-<hex>.sig/.att/.sbom tags, from registry: and oci: sources, to every destination repository."},
-		{Name: "overwrite", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "true",
+		{Name: "overwrite", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: strconv.FormatBool(pusher.DefaultOverwrite),
 			Description: "Write a tag that already points at another digest. With false, such a tag is left as it is and reported failed (exit 1); tags already at this digest are unchanged either way."},
 		{Name: "fail-on-error", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "true",
 			Description: "Exit 1 when any tag failed."},
 		{Name: "dry-run", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "false",
 			Description: "Check without pushing: the source opens, and each destination answers, accepts the credentials for a push and opens an upload session (then cancelled; no content is written). Exit 1 when a check fails, else 0 with the plan."},
+		{Name: "debug", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "false",
+			Description: "Log every request decision, retry, limit change and credential source in detail (never a secret). Also on with GitHub's runner debug logging, or DEBUG=true on a terminal."},
 	}
+}
+
+// duration writes d as a person would: 10m, not 10m0s.
+func duration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // Output is one output of the action.

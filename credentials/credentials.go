@@ -1,10 +1,12 @@
 // Package credentials decides which credentials go to which registry: the
 // registry-auth list, then username/password, then the Docker config (and its
-// credential helpers), then GITHUB_TOKEN for ghcr.io, then anonymous. It also
-// lists every secret so the front end can mask them before anything is logged.
+// credential helpers), then GITHUB_TOKEN for ghcr.io, then anonymous. It reads
+// what the user gave once, lists every secret so the log can mask them before
+// anything is logged, and says where each registry's credentials come from.
 package credentials
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -14,7 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
-// Config is what the user gave.
+// Config is what the user gave, and what the CI system holds.
 type Config struct {
 	Username string
 	Password string
@@ -23,41 +25,137 @@ type Config struct {
 	// Registries are the destination registries; username and password go to
 	// them, and only when there is exactly one.
 	Registries []string
-	// Getenv reads GITHUB_TOKEN and GITHUB_ACTOR.
-	Getenv func(string) string
+	// GitHubToken and GitHubActor go to ghcr.io when nothing else does.
+	GitHubToken, GitHubActor string
 	// DockerConfig is the keychain for docker config files and credential
 	// helpers; nil means go-containerregistry's default keychain.
 	DockerConfig authn.Keychain
 }
 
-// Secrets returns every secret in c, for masking. It never fails, so that
-// even a configuration that Keychain rejects has its secrets masked first.
-func Secrets(c Config) []string {
-	var out []string
-	add := func(s string) {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
+// Set is the credentials of a run, read once.
+type Set struct {
+	static  map[string]entry
+	secrets []string
+	docker  authn.Keychain
+	github  githubKeychain
+	regs    []string
+}
+
+// entry is one registry's static credentials and where they came from.
+type entry struct {
+	auth authn.AuthConfig
+	from string
+}
+
+// Read reads c. The Set is never nil: its Secrets are there even when the
+// configuration is wrong, so they can be masked before the error is logged.
+// Errors never contain a secret.
+func Read(c Config) (*Set, error) {
+	s := &Set{
+		static: make(map[string]entry),
+		docker: c.DockerConfig,
+		github: githubKeychain{token: strings.TrimSpace(c.GitHubToken), actor: strings.TrimSpace(c.GitHubActor)},
+		regs:   c.Registries,
+	}
+	if s.docker == nil {
+		s.docker = authn.DefaultKeychain
+	}
+	add := func(v string) {
+		if v = strings.TrimSpace(v); v != "" {
+			s.secrets = append(s.secrets, v)
 		}
 	}
 	add(c.Password)
-	for _, line := range strings.Split(strings.ReplaceAll(c.RegistryAuth, "\r\n", "\n"), "\n") {
+	add(s.github.token)
+	var errs []error
+	for i, line := range strings.Split(strings.ReplaceAll(c.RegistryAuth, "\r\n", "\n"), "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if _, _, token, ok := parseAuthLine(line); ok {
-			add(token)
+		reg, user, token, ok := parseAuthLine(line)
+		if !ok {
+			// A line of the wrong shape ("user:TOKEN=ghcr.io", a missing
+			// part) may hold its secret anywhere: every part of it is a
+			// secret, and the line is never quoted.
+			for _, part := range strings.FieldsFunc(line, func(r rune) bool { return r == '=' || r == ':' }) {
+				add(part)
+			}
+			errs = append(errs, fmt.Errorf("registry-auth line %d: expected REGISTRY=USER:TOKEN, with a registry host before \"=\" (the line is not shown: it may hold a secret)", i+1))
 			continue
 		}
-		// A line of the wrong shape ("user:TOKEN=ghcr.io", a missing part)
-		// may hold its secret anywhere: every part of it is masked.
-		for _, part := range strings.FieldsFunc(line, func(r rune) bool { return r == '=' || r == ':' }) {
-			add(part)
+		add(token)
+		s.static[reg] = entry{authn.AuthConfig{Username: user, Password: token}, fmt.Sprintf("registry-auth line %d (user %s)", i+1, user)}
+	}
+	if len(errs) > 0 {
+		return s, errors.Join(errs...)
+	}
+
+	user, pass := strings.TrimSpace(c.Username), strings.TrimSpace(c.Password)
+	switch {
+	case (user == "") != (pass == ""):
+		return s, fmt.Errorf("username and password go together: give both or neither")
+	case user != "":
+		regs := make(map[string]bool)
+		for _, r := range c.Registries {
+			regs[r] = true
+		}
+		if len(regs) != 1 {
+			return s, fmt.Errorf("username/password given, but the tags name %d registries (%s): use registry-auth (REGISTRY=USER:TOKEN per line) to say which credentials go where",
+				len(regs), strings.Join(slices.Sorted(maps.Keys(regs)), ", "))
+		}
+		for r := range regs {
+			if _, set := s.static[r]; !set {
+				s.static[r] = entry{authn.AuthConfig{Username: user, Password: pass}, "username/password (user " + user + ")"}
+			}
 		}
 	}
-	if c.Getenv != nil {
-		add(c.Getenv("GITHUB_TOKEN"))
+	return s, nil
+}
+
+// Secrets returns every secret, for masking.
+func (s *Set) Secrets() []string { return s.secrets }
+
+// Keychain returns the keychain: the static credentials for their registries
+// only, then the Docker config, then GITHUB_TOKEN for ghcr.io.
+func (s *Set) Keychain() authn.Keychain {
+	static := make(staticKeychain, len(s.static))
+	for r, e := range s.static {
+		static[r] = e.auth
 	}
+	return authn.NewMultiKeychain(static, s.docker, s.github)
+}
+
+// Source says where registry's credentials come from, never what they are:
+// "registry-auth line 2 (user ci)", "Docker config", "GITHUB_TOKEN (user
+// octocat)", or "none (anonymous)".
+func (s *Set) Source(registry string) string {
+	if e, ok := s.static[registry]; ok {
+		return e.from
+	}
+	reg, err := name.NewRegistry(registry)
+	if err != nil {
+		return "none (anonymous)"
+	}
+	if a, err := s.docker.Resolve(reg); err == nil && a != authn.Anonymous {
+		return "Docker config (~/.docker/config.json, DOCKER_CONFIG or a credential helper)"
+	}
+	if a, _ := s.github.Resolve(reg); a != authn.Anonymous {
+		return "GITHUB_TOKEN (user " + s.github.user() + ")"
+	}
+	return "none (anonymous)"
+}
+
+// Unused lists the registry-auth registries that no destination names: most
+// often a typo in the registry's name.
+func (s *Set) Unused() []string {
+	var out []string
+	for r, e := range s.static {
+		if strings.HasPrefix(e.from, "registry-auth") && !slices.Contains(s.regs, r) {
+			out = append(out, r)
+		}
+	}
+	slices.Sort(out)
 	return out
 }
 
@@ -92,54 +190,6 @@ func hostPort(s string) bool {
 	return true
 }
 
-// Keychain returns the keychain for c. Its errors never contain a secret.
-func Keychain(c Config) (authn.Keychain, error) {
-	static := make(map[string]authn.AuthConfig)
-	for i, line := range strings.Split(strings.ReplaceAll(c.RegistryAuth, "\r\n", "\n"), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		reg, user, token, ok := parseAuthLine(line)
-		if !ok {
-			// Never quote the line: written the wrong way round, its first
-			// part is the secret.
-			return nil, fmt.Errorf("registry-auth line %d: expected REGISTRY=USER:TOKEN, with a registry host before \"=\" (the line is not shown: it may hold a secret)", i+1)
-		}
-		static[reg] = authn.AuthConfig{Username: user, Password: token}
-	}
-
-	user, pass := strings.TrimSpace(c.Username), strings.TrimSpace(c.Password)
-	switch {
-	case (user == "") != (pass == ""):
-		return nil, fmt.Errorf("username and password go together: give both or neither")
-	case user != "":
-		regs := make(map[string]bool)
-		for _, r := range c.Registries {
-			regs[r] = true
-		}
-		if len(regs) != 1 {
-			return nil, fmt.Errorf("username/password given, but the tags name %d registries (%s): use registry-auth (REGISTRY=USER:TOKEN per line) to say which credentials go where",
-				len(regs), strings.Join(slices.Sorted(maps.Keys(regs)), ", "))
-		}
-		for r := range regs {
-			if _, set := static[r]; !set {
-				static[r] = authn.AuthConfig{Username: user, Password: pass}
-			}
-		}
-	}
-
-	docker := c.DockerConfig
-	if docker == nil {
-		docker = authn.DefaultKeychain
-	}
-	getenv := c.Getenv
-	if getenv == nil {
-		getenv = func(string) string { return "" }
-	}
-	return authn.NewMultiKeychain(staticKeychain(static), docker, githubKeychain{getenv}), nil
-}
-
 // staticKeychain answers for the registries it was given, and only those.
 type staticKeychain map[string]authn.AuthConfig
 
@@ -151,16 +201,18 @@ func (s staticKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 }
 
 // githubKeychain gives ghcr.io the workflow's GITHUB_TOKEN.
-type githubKeychain struct{ getenv func(string) string }
+type githubKeychain struct{ token, actor string }
+
+func (g githubKeychain) user() string {
+	if g.actor == "" {
+		return "github-actions"
+	}
+	return g.actor
+}
 
 func (g githubKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
-	token := g.getenv("GITHUB_TOKEN")
-	if r.RegistryStr() != "ghcr.io" || token == "" {
+	if r.RegistryStr() != "ghcr.io" || g.token == "" {
 		return authn.Anonymous, nil
 	}
-	actor := g.getenv("GITHUB_ACTOR")
-	if actor == "" {
-		actor = "github-actions"
-	}
-	return &authn.Basic{Username: actor, Password: token}, nil
+	return &authn.Basic{Username: g.user(), Password: g.token}, nil
 }

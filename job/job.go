@@ -1,13 +1,13 @@
-// Package job runs one tagpush job end to end: it reads the configuration from
-// the front end, opens the source, parses the tags, pushes through the pusher
-// and writes the results where the front end wants them. It decides the exit code.
+// Package job runs one tagpush job end to end, as a short pipeline: plan
+// (configuration, tags, credentials, pusher, source), push, publish. It turns
+// what went wrong into one exit code. The CI environment is package ci's:
+// job gets its inputs and facts as plain values and logs through its Logger.
 package job
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"html"
 	"io"
 	stdlog "log"
 	"maps"
@@ -18,12 +18,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/logs"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/sethvargo/go-githubactions"
 
+	"github.com/tagpush/tagpush/ci"
 	"github.com/tagpush/tagpush/config"
 	"github.com/tagpush/tagpush/credentials"
 	"github.com/tagpush/tagpush/pusher"
-	"github.com/tagpush/tagpush/queue"
 	"github.com/tagpush/tagpush/report"
 	"github.com/tagpush/tagpush/source"
 	"github.com/tagpush/tagpush/taglist"
@@ -32,8 +31,8 @@ import (
 // Exit codes.
 const (
 	ExitOK       = 0
-	ExitFailed   = 1
-	ExitBadInput = 2
+	ExitFailed   = 1 // a tag failed, a dry-run check failed, or results could not be written
+	ExitBadInput = 2 // the configuration or the source is wrong; nothing was pushed
 )
 
 // Env is everything a job reads and writes: the process's, or a test's.
@@ -52,182 +51,229 @@ type Env struct {
 	DockerConfig authn.Keychain
 }
 
+// inputError is a configuration (or source) the run cannot start with.
+type inputError struct{ err error }
+
+func (e *inputError) Error() string { return e.err.Error() }
+func (e *inputError) Unwrap() error { return e.err }
+
+func badInput(err error) error { return &inputError{err} }
+
+// failedError says some tags (or dry-run checks) failed; each was reported
+// where it happened.
+type failedError struct{ what string }
+
+func (e *failedError) Error() string { return e.what }
+
 // Run runs the job and returns the process exit code.
 func Run(ctx context.Context, env Env) int {
-	fe := config.Detect(env.Getenv)
-	log := newLogger(fe, env, false)
-	cfg, err := config.Load(env.Args, env.Getenv, fe, env.Stdout)
-	if errors.Is(err, config.ErrHelp) {
+	sys := ci.Detect(ci.Env{Getenv: env.Getenv, Stdout: env.Stdout, Stderr: env.Stderr})
+	j := &job{env: env, sys: sys, facts: sys.Facts()}
+	j.log = sys.Logger(j.facts.Debug)
+	return j.exit(j.run(ctx))
+}
+
+type job struct {
+	env   Env
+	sys   ci.System
+	facts ci.Facts
+	log   ci.Logger
+}
+
+func (j *job) run(ctx context.Context) error {
+	pl, err := j.plan(ctx)
+	if err != nil {
+		return err
+	}
+	if pl.cfg.DryRun {
+		return j.dryRun(ctx, pl)
+	}
+	rep, err := j.push(ctx, pl)
+	if err != nil {
+		return err
+	}
+	if err := j.publish(rep); err != nil {
+		return fmt.Errorf("cannot write results: %w", err)
+	}
+	if allOK(rep) || !pl.cfg.FailOnError && ctx.Err() == nil {
+		return nil
+	}
+	return &failedError{report.Headline(rep)}
+}
+
+// exit reports err where it belongs and maps it to the exit code: the one
+// place that does.
+func (j *job) exit(err error) int {
+	var in *inputError
+	var failed *failedError
+	switch {
+	case err == nil, errors.Is(err, config.ErrHelp):
 		return ExitOK
+	case errors.As(err, &in):
+		msg := err.Error() + " (nothing was pushed)"
+		j.log.Failf("tagpush: bad input", "%s", msg)
+		j.sys.BadInput(msg, j.log)
+		return ExitBadInput
+	case errors.As(err, &failed):
+		return ExitFailed
+	default:
+		j.log.Failf("tagpush", "%v", err)
+		return ExitFailed
+	}
+}
+
+// plan is a run ready to push.
+type plan struct {
+	cfg    *config.Config
+	items  []taglist.Item
+	tags   []name.Tag
+	img    *source.Image
+	pusher *pusher.Pusher
+}
+
+// plan reads and checks everything a push needs, in the order a person
+// fixes it: configuration, tags, credentials, pusher settings, source.
+func (j *job) plan(ctx context.Context) (*plan, error) {
+	cfg, err := config.Load(j.env.Args, j.sys.Inputs(config.Inputs()), j.env.Stdout)
+	if errors.Is(err, config.ErrHelp) {
+		return nil, err
 	}
 	if err != nil {
-		return badInput(fe, env, log, err)
+		return nil, badInput(err)
 	}
-	log = newLogger(fe, env, cfg.Debug)
-	if cfg.Debug {
+	if cfg.Debug && !j.facts.Debug {
+		j.log = j.sys.Logger(true)
+	}
+	if cfg.Debug || j.facts.Debug {
 		// go-containerregistry reports each blob it finds, mounts or pushes
 		// through its package-level loggers.
-		logs.Progress = stdlog.New(debugWriter{log}, "", 0)
-		logs.Warn = stdlog.New(debugWriter{log}, "warning: ", 0)
+		logs.Progress = stdlog.New(debugWriter{j.log}, "", 0)
+		logs.Warn = stdlog.New(debugWriter{j.log}, "warning: ", 0)
 	}
-	creds := credentials.Config{
+
+	items, dups, tagErr := taglist.Parse(cfg.Tags, cfg.Repository)
+	var regs []string
+	for _, it := range items {
+		regs = append(regs, it.Tag.RegistryStr())
+	}
+	creds, credErr := credentials.Read(credentials.Config{
 		Username:     cfg.Username,
 		Password:     cfg.Password,
 		RegistryAuth: cfg.RegistryAuth,
-		Getenv:       env.Getenv,
-		DockerConfig: env.DockerConfig,
+		Registries:   regs,
+		GitHubToken:  j.facts.GitHubToken,
+		GitHubActor:  j.facts.GitHubActor,
+		DockerConfig: j.env.DockerConfig,
+	})
+	// Masked before anything else is logged, so no later line can show
+	// them: even when the tags or the credentials are wrong.
+	for _, s := range creds.Secrets() {
+		j.log.Mask(s)
 	}
-	// Masked before anything else is logged, so no later line can show them.
-	for _, s := range credentials.Secrets(creds) {
-		log.Mask(s)
+	if tagErr != nil {
+		return nil, badInput(tagErr)
 	}
-
-	items, dups, err := taglist.Parse(cfg.Tags, cfg.Repository)
-	if err != nil {
-		return badInput(fe, env, log, err)
+	if credErr != nil {
+		return nil, badInput(credErr)
 	}
 	for _, d := range dups {
-		log.Warnf("%s", d)
+		j.log.Warnf("%s", d)
 	}
-	tags := taglist.Tags(items)
-	tags, err = allowInsecure(tags, cfg.Insecure)
+	tags, err := allowInsecure(taglist.Tags(items), cfg.Insecure)
 	if err != nil {
-		return badInput(fe, env, log, err)
+		return nil, badInput(err)
 	}
 	for _, reg := range cfg.Insecure {
-		log.Warnf("insecure-registries: TLS certificates of %s are not checked, and plain HTTP is allowed: anyone on the network path can read or change what is pushed there", reg)
+		j.log.Warnf("insecure-registries: TLS certificates of %s are not checked, and plain HTTP is allowed: anyone on the network path can read or change what is pushed there", reg)
 	}
-	for _, t := range tags {
-		creds.Registries = append(creds.Registries, t.RegistryStr())
+	for _, reg := range creds.Unused() {
+		j.log.Warnf("registry-auth names %s, but no tag is bound for it: check the registry's name (tags name %s)", reg, strings.Join(distinct(regs), ", "))
 	}
+	for _, reg := range distinct(regs) {
+		j.log.Debugf("credentials for %s: %s", reg, creds.Source(reg))
+	}
+
 	transport, err := pusher.NewTransport(pusher.TLS{CAFile: cfg.CAFile, Insecure: cfg.Insecure})
 	if err != nil {
-		return badInput(fe, env, log, err)
+		return nil, badInput(err)
 	}
-	keychain, err := credentials.Keychain(creds)
-	if err != nil {
-		return badInput(fe, env, log, err)
-	}
-	img, err := source.Open(ctx, cfg.Source, source.Options{
-		Keychain:   keychain,
-		Transport:  transport,
-		Referrers:  cfg.Referrers,
-		Platform:   cfg.Platform,
-		DockerHost: env.Getenv("DOCKER_HOST"),
-	})
-	if err != nil {
-		return badInput(fe, env, log, err)
-	}
-	logPlan(log, img, tags, cfg)
-	for _, it := range items {
-		log.Debugf("tag from line %d: %s", it.Line, it.Tag)
-	}
+	keychain := creds.Keychain()
 	opts := []pusher.Option{
 		pusher.WithConcurrency(cfg.Concurrency),
 		pusher.WithAdaptive(cfg.Adaptive),
 		pusher.WithOverwrite(cfg.Overwrite),
 		pusher.WithRetry(cfg.MaxAttempts, cfg.RetryDelay, cfg.MaxRetryDelay),
 		pusher.WithTimeout(cfg.Timeout),
-		pusher.WithUserAgent("tagpush/" + env.Version),
+		pusher.WithUserAgent("tagpush/" + j.env.Version),
 		pusher.WithKeychain(keychain),
 		pusher.WithTransport(transport),
-		pusher.WithEvents(events(log)),
+		pusher.WithEvents(events(j.log)),
 	}
-	p, err := pusher.New(append(opts, env.PusherOptions...)...)
+	p, err := pusher.New(append(opts, j.env.PusherOptions...)...)
 	if err != nil {
-		return badInput(fe, env, log, err)
+		return nil, badInput(err)
 	}
-	if cfg.DryRun {
-		return dryRun(ctx, log, p, tags)
+	img, err := source.Open(ctx, cfg.Source, source.Options{
+		Keychain:   keychain,
+		Transport:  transport,
+		Referrers:  cfg.Referrers,
+		Platform:   cfg.Platform,
+		DockerHost: j.facts.DockerHost,
+	})
+	if err != nil {
+		return nil, badInput(err)
 	}
+	pl := &plan{cfg: cfg, items: items, tags: tags, img: img, pusher: p}
+	j.logPlan(pl)
+	return pl, nil
+}
+
+func (j *job) push(ctx context.Context, pl *plan) (*pusher.Report, error) {
 	start := time.Now()
-	refs := make([]pusher.Referrer, len(img.Referrers))
-	for i, ref := range img.Referrers {
+	refs := make([]pusher.Referrer, len(pl.img.Referrers))
+	for i, ref := range pl.img.Referrers {
 		refs[i] = pusher.Referrer{Taggable: ref.Taggable, Tag: ref.Tag}
 		what := "referrer " + ref.Digest.String()
 		if ref.Tag != "" {
 			what = "referrer tag " + ref.Tag
 		}
-		log.Infof("with %s", what)
+		j.log.Infof("with %s", what)
 	}
-	rep, err := p.Push(ctx, img.Taggable, tags, refs...)
+	rep, err := pl.pusher.Push(ctx, pl.img.Taggable, pl.tags, refs...)
 	if err != nil {
-		log.Failf("tagpush: cannot read the source", "%v (nothing was pushed)", err)
-		return ExitBadInput
+		return nil, badInput(fmt.Errorf("cannot read the source: %w", err))
 	}
-	log.Infof("%s in %s", report.Headline(rep), report.Duration(time.Since(start)))
-
-	if err := publish(fe, env, log, rep); err != nil {
-		log.Failf("tagpush: cannot write results", "%v", err)
-		return ExitFailed
-	}
-	if allOK(rep) {
-		return ExitOK
-	}
-	if cfg.FailOnError || ctx.Err() != nil {
-		return ExitFailed
-	}
-	return ExitOK
-}
-
-// badInput reports a configuration error where the person will look (the
-// log, and the run page: GitHub's job summary, the Bitbucket result line)
-// and returns the exit code for it. Nothing was pushed.
-func badInput(fe config.FrontEnd, env Env, log logger, err error) int {
-	msg := err.Error() + " (nothing was pushed)"
-	log.Failf("tagpush: bad input", "%s", msg)
-	switch fe {
-	case config.GitHub:
-		if env.Getenv("GITHUB_STEP_SUMMARY") != "" {
-			action := githubactions.New(githubactions.WithGetenv(env.Getenv), githubactions.WithWriter(io.Discard))
-			md := "### tagpush: bad input\n\n" + markdownQuote(msg) + "\n\nSee `tagpush --help` or the action's inputs.\n"
-			if serr := call(func() { action.AddStepSummary(md) }); serr != nil {
-				log.Warnf("write job summary: %v", serr)
-			}
-		}
-	case config.Bitbucket:
-		fmt.Fprintln(env.Stdout, colored(env, "✖ Failed: bad input: "+report.OneLine(msg), "31"))
-	}
-	return ExitBadInput
-}
-
-// markdownQuote shows text as a quote, each line its own, with nothing in it
-// read as markdown or HTML.
-func markdownQuote(s string) string {
-	var lines []string
-	for _, l := range strings.Split(s, "\n") {
-		lines = append(lines, "> "+html.EscapeString(strings.NewReplacer("`", "\\`", "*", "\\*", "_", "\\_", "|", "\\|").Replace(l)))
-	}
-	return strings.Join(lines, "\n")
+	j.log.Infof("%s in %s", report.Headline(rep), report.Duration(time.Since(start)))
+	return rep, nil
 }
 
 // dryRun checks what can be checked without writing content (each
 // destination answers, takes the credentials for a push, and opens an upload
-// session, which is cancelled), then prints the plan. Exit 1 when a check
-// failed: a dry run that says "would push" to a dead port proves nothing.
-func dryRun(ctx context.Context, log logger, p *pusher.Pusher, tags []name.Tag) int {
-	failed := p.Check(ctx, tags)
+// session, which is cancelled), then prints the plan. A failed check is exit
+// 1: a dry run that says "would push" to a dead port proves nothing.
+func (j *job) dryRun(ctx context.Context, pl *plan) error {
+	failed := pl.pusher.Check(ctx, pl.tags)
 	checked := make(map[name.Repository]bool)
-	for _, t := range tags {
+	for _, t := range pl.tags {
 		if checked[t.Repository] {
 			continue
 		}
 		checked[t.Repository] = true
 		if err := failed[t.Repository]; err != nil {
-			log.Failf("tagpush: dry run: "+t.Repository.String(), "%s: %s", t.Repository, report.OneLine(err.Error()))
+			j.log.Failf("tagpush: dry run: "+t.Repository.String(), "%s: %s", t.Repository, report.OneLine(err.Error()))
 		} else {
-			log.Infof("%s: registry answers, credentials accepted for push", t.Repository)
+			j.log.Infof("%s: registry answers, credentials accepted for push", t.Repository)
 		}
 	}
-	for _, t := range tags {
-		log.Infof("  would push %s", t)
+	for _, t := range pl.tags {
+		j.log.Infof("  would push %s", t)
 	}
 	if len(failed) > 0 {
-		log.Infof("dry run: nothing pushed; %d of %d repositories failed the check", len(failed), len(checked))
-		return ExitFailed
+		j.log.Infof("dry run: nothing pushed; %d of %d repositories failed the check", len(failed), len(checked))
+		return &failedError{"dry run check failed"}
 	}
-	log.Infof("dry run: nothing pushed; every check passed")
-	return ExitOK
+	j.log.Infof("dry run: nothing pushed; every check passed")
+	return nil
 }
 
 // allowInsecure re-reads the tags bound for an insecure registry so that
@@ -250,27 +296,27 @@ func allowInsecure(tags []name.Tag, insecure []string) ([]name.Tag, error) {
 	return out, nil
 }
 
-func newLogger(fe config.FrontEnd, env Env, debug bool) logger {
-	if fe == config.GitHub {
-		return &githubLogger{action: githubactions.New(githubactions.WithGetenv(env.Getenv), githubactions.WithWriter(env.Stdout)), debug: debug}
-	}
-	return &plainLogger{w: env.Stderr, debug: debug}
+func distinct(s []string) []string {
+	return slices.Compact(slices.Sorted(slices.Values(s)))
 }
 
-func logPlan(log logger, img *source.Image, tags []name.Tag, cfg *config.Config) {
+func (j *job) logPlan(pl *plan) {
 	repos := make(map[string]bool)
 	regs := make(map[string]bool)
-	for _, t := range tags {
+	for _, t := range pl.tags {
 		repos[t.Repository.String()] = true
 		regs[t.RegistryStr()] = true
 	}
 	mode := "adaptive"
-	if !cfg.Adaptive {
+	if !pl.cfg.Adaptive {
 		mode = "fixed"
 	}
-	log.Infof("pushing %s to %d tag(s) in %d repositor%s on %s; concurrency %d (%s), up to %d attempt(s) per tag",
-		img.Description, len(tags), len(repos), plural(len(repos), "y", "ies"),
-		strings.Join(slices.Sorted(maps.Keys(regs)), ", "), cfg.Concurrency, mode, cfg.MaxAttempts)
+	j.log.Infof("pushing %s to %d tag(s) in %d repositor%s on %s; concurrency %d (%s), up to %d attempt(s) per tag",
+		pl.img.Description, len(pl.tags), len(repos), plural(len(repos), "y", "ies"),
+		strings.Join(slices.Sorted(maps.Keys(regs)), ", "), pl.cfg.Concurrency, mode, pl.cfg.MaxAttempts)
+	for _, it := range pl.items {
+		j.log.Debugf("tag from line %d: %s", it.Line, it.Tag)
+	}
 }
 
 func plural(n int, one, many string) string {
@@ -280,18 +326,18 @@ func plural(n int, one, many string) string {
 	return many
 }
 
-func events(log logger) pusher.Events {
+func events(log ci.Logger) pusher.Events {
 	return pusher.Events{
 		TagDone: func(r pusher.Result) { log.Infof("%s", report.LogLine(r)) },
 		Retry: func(r pusher.Retry) {
 			log.Infof("retrying %s: attempt %d failed (%s): %s; next attempt in %s", r.Tag, r.Attempt, r.Fault, report.OneLine(fmt.Sprint(r.Err)), report.Duration(r.Wait))
 		},
-		LimitChange: func(c queue.Change) {
+		LimitChange: func(c pusher.LimitChange) {
 			why := "registry healthy again"
-			if c.Cause == queue.Overload {
+			if c.Overload {
 				why = "registry overloaded (5xx/429/timeout)"
 			}
-			log.Infof("%s: concurrency %d -> %d (%s)", c.Name, c.Old, c.New, why)
+			log.Infof("%s: concurrency %d -> %d (%s)", c.Registry, c.Old, c.New, why)
 		},
 		Progress: func(p pusher.Progress) {
 			log.Infof("uploaded %s of %s", bytes(p.Complete), bytes(p.Total))
@@ -313,7 +359,7 @@ func bytes(n int64) string {
 }
 
 // debugWriter turns go-containerregistry's log lines into debug lines.
-type debugWriter struct{ log logger }
+type debugWriter struct{ log ci.Logger }
 
 func (d debugWriter) Write(p []byte) (int, error) {
 	d.log.Debugf("%s", strings.TrimRight(string(p), "\n"))

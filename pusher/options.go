@@ -10,8 +10,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-
-	"github.com/tagpush/tagpush/queue"
 )
 
 // Option configures a Pusher.
@@ -38,17 +36,30 @@ type config struct {
 	now           func() time.Time
 }
 
+// The defaults of the settings a person can change; tagpush's options table
+// takes its defaults from here, so they are written once.
+const (
+	DefaultConcurrency = 4
+	DefaultAdaptive    = true
+	DefaultOverwrite   = true
+	DefaultMaxAttempts = 8
+	// DefaultRetryDelay and DefaultMaxAttempts ride out about 25s of failures.
+	DefaultRetryDelay    = 200 * time.Millisecond
+	DefaultMaxRetryDelay = 30 * time.Second
+	DefaultTimeout       = 10 * time.Minute
+)
+
 func defaults() config {
 	return config{
-		concurrency:   4,
-		adaptive:      true,
-		overwrite:     true,
+		concurrency:   DefaultConcurrency,
+		adaptive:      DefaultAdaptive,
+		overwrite:     DefaultOverwrite,
 		cooldown:      time.Second,
 		probeAfter:    5 * time.Second,
-		maxAttempts:   8,
-		retryDelay:    200 * time.Millisecond,
-		maxRetryDelay: 30 * time.Second,
-		timeout:       10 * time.Minute,
+		maxAttempts:   DefaultMaxAttempts,
+		retryDelay:    DefaultRetryDelay,
+		maxRetryDelay: DefaultMaxRetryDelay,
+		timeout:       DefaultTimeout,
 		stallTimeout:  30 * time.Second,
 		verifyWindow:  10 * time.Second,
 		connectGrace:  3 * time.Second,
@@ -68,9 +79,18 @@ type Events struct {
 	// Retry is called before each wait between two attempts of a tag.
 	Retry func(Retry)
 	// LimitChange is called when a registry's concurrency limit changes.
-	LimitChange func(queue.Change)
+	LimitChange func(LimitChange)
 	// Progress is called every progress interval while bytes are being uploaded.
 	Progress func(Progress)
+}
+
+// LimitChange is a registry's write limit moving: down after an overload
+// (5xx, 429, timeout), up again once it has recovered.
+type LimitChange struct {
+	Registry string
+	Old, New int
+	// Overload is true for a decrease.
+	Overload bool
 }
 
 // Retry describes one failed attempt that will be tried again.
@@ -92,7 +112,7 @@ type Progress struct {
 func WithConcurrency(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
-			return fmt.Errorf("concurrency must be at least 1, got %d", n)
+			return fmt.Errorf("concurrency: %d is less than 1", n)
 		}
 		c.concurrency = n
 		return nil
@@ -117,11 +137,11 @@ func WithRetry(maxAttempts int, delay, maxDelay time.Duration) Option {
 	return func(c *config) error {
 		switch {
 		case maxAttempts < 1:
-			return fmt.Errorf("max-attempts must be at least 1, got %d", maxAttempts)
+			return fmt.Errorf("max-attempts: %d is less than 1", maxAttempts)
 		case delay <= 0:
-			return fmt.Errorf("retry-delay must be positive, got %s", delay)
+			return fmt.Errorf("retry-delay: %s is not a positive duration", delay)
 		case maxDelay < delay:
-			return fmt.Errorf("max-retry-delay (%s) must not be less than retry-delay (%s)", maxDelay, delay)
+			return fmt.Errorf("max-retry-delay (%s) is less than retry-delay (%s)", maxDelay, delay)
 		}
 		c.maxAttempts, c.retryDelay, c.maxRetryDelay = maxAttempts, delay, maxDelay
 		return nil
@@ -132,7 +152,7 @@ func WithRetry(maxAttempts int, delay, maxDelay time.Duration) Option {
 func WithTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
-			return fmt.Errorf("timeout must be positive, got %s", d)
+			return fmt.Errorf("timeout: %s is not a positive duration", d)
 		}
 		c.timeout = d
 		return nil

@@ -209,8 +209,10 @@ func (r *run) newLimiter(reg string) *queue.Limiter {
 		alg = a
 	}
 	opts := []queue.LimiterOption{queue.WithClock(r.cfg.now)}
-	if r.cfg.events.LimitChange != nil {
-		opts = append(opts, queue.OnChange(r.cfg.events.LimitChange))
+	if f := r.cfg.events.LimitChange; f != nil {
+		opts = append(opts, queue.OnChange(func(c queue.Change) {
+			f(LimitChange{Registry: c.Name, Old: c.Old, New: c.New, Overload: c.Cause == queue.Overload})
+		}))
 	}
 	return queue.NewLimiter(reg, alg, opts...)
 }

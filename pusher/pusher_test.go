@@ -20,7 +20,6 @@ import (
 	"github.com/tagpush/tagpush/internal/testimage"
 	"github.com/tagpush/tagpush/internal/testregistry"
 	"github.com/tagpush/tagpush/pusher"
-	"github.com/tagpush/tagpush/queue"
 )
 
 func smallImage(t *testing.T) v1.Image {
@@ -412,7 +411,7 @@ func TestAdaptiveLimitSettlesUnderGHCRMode(t *testing.T) {
 	tags := tagsOn(t, reg.Host, "acme/app", 80)
 	var mu sync.Mutex
 	var changes []string
-	events := pusher.Events{LimitChange: func(c queue.Change) {
+	events := pusher.Events{LimitChange: func(c pusher.LimitChange) {
 		mu.Lock()
 		changes = append(changes, fmt.Sprintf("%d->%d", c.Old, c.New))
 		mu.Unlock()

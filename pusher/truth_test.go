@@ -21,7 +21,6 @@ import (
 	"github.com/tagpush/tagpush/internal/testimage"
 	"github.com/tagpush/tagpush/internal/testregistry"
 	"github.com/tagpush/tagpush/pusher"
-	"github.com/tagpush/tagpush/queue"
 )
 
 // pushWithin runs Push and fails the test, instead of hanging it, when Push
@@ -105,12 +104,12 @@ func TestTimeoutDuringRetryWaitFreesTheSlot(t *testing.T) {
 	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{FailAll: 503}})
 	img := smallImage(t)
 	for i := range 30 {
-		var limits []queue.Change
+		var limits []pusher.LimitChange
 		p := newPusher(t,
 			pusher.WithConcurrency(1),
 			pusher.WithTimeout(5*time.Millisecond),
 			pusher.WithRetry(5, time.Millisecond, 5*time.Millisecond),
-			pusher.WithEvents(pusher.Events{LimitChange: func(c queue.Change) { limits = append(limits, c) }}))
+			pusher.WithEvents(pusher.Events{LimitChange: func(c pusher.LimitChange) { limits = append(limits, c) }}))
 		rep := pushWithin(t, 30*time.Second, p, img, tagsOn(t, reg.Host, fmt.Sprintf("acme/slot%d", i), 6))
 		for _, r := range rep.Results {
 			if r.Status != pusher.StatusFailed {
@@ -195,11 +194,11 @@ func TestConnectionRefusedEndsQuicklyWithoutLoweringTheLimit(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	var changes []queue.Change
+	var changes []pusher.LimitChange
 	var mu sync.Mutex
 	// Eight attempts 200 ms apart, doubling, would take 25 s: the defaults.
 	const budget = 8
-	p := newPusher(t, pusher.WithConcurrency(4), pusher.WithRetry(budget, 200*time.Millisecond, 30*time.Second), pusher.WithEvents(pusher.Events{LimitChange: func(c queue.Change) {
+	p := newPusher(t, pusher.WithConcurrency(4), pusher.WithRetry(budget, 200*time.Millisecond, 30*time.Second), pusher.WithEvents(pusher.Events{LimitChange: func(c pusher.LimitChange) {
 		mu.Lock()
 		changes = append(changes, c)
 		mu.Unlock()

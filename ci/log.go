@@ -1,4 +1,4 @@
-package job
+package ci
 
 import (
 	"fmt"
@@ -9,17 +9,15 @@ import (
 	"github.com/sethvargo/go-githubactions"
 )
 
-// logger writes the run's log in the front end's dialect. Calls may come from
+// Logger writes the run's log in the CI system's dialect. Calls may come from
 // several goroutines.
-type logger interface {
+type Logger interface {
 	Infof(format string, args ...any)
 	Warnf(format string, args ...any)
-	// Failf logs an error; on GitHub it becomes an annotation.
+	// Failf logs an error; on GitHub it becomes an annotation with title.
 	Failf(title, format string, args ...any)
 	Debugf(format string, args ...any)
-	Group(title string)
-	EndGroup()
-	// Mask hides s from the rest of the log where the front end can.
+	// Mask hides s from the rest of the log where the CI system can.
 	Mask(s string)
 }
 
@@ -46,8 +44,6 @@ func (l *plainLogger) Debugf(format string, args ...any) {
 		l.line("debug: ", format, args...)
 	}
 }
-func (l *plainLogger) Group(title string) { l.line("", "%s", title) }
-func (l *plainLogger) EndGroup()          {}
 
 // Mask does nothing: a terminal has no masking, and Bitbucket masks secured
 // variables itself.
@@ -108,18 +104,6 @@ func (l *githubLogger) Debugf(format string, args ...any) {
 		return
 	}
 	l.action.Debugf(format, args...)
-}
-
-func (l *githubLogger) Group(title string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.action.Group(title)
-}
-
-func (l *githubLogger) EndGroup() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.action.EndGroup()
 }
 
 func (l *githubLogger) Mask(s string) {

@@ -1,0 +1,167 @@
+// Package ci owns the CI environment tagpush runs in: it tells GitHub
+// Actions, Bitbucket Pipelines and a terminal apart, reads their inputs and
+// variables (INPUT_*, NAME / NAME_COUNT / NAME_n, GITHUB_TOKEN, DOCKER_HOST,
+// RUNNER_DEBUG, NO_COLOR, ...), logs in their dialect (annotations, masking)
+// and publishes results where each one shows them (outputs and job summary,
+// the pipe's result line and shared storage, a table on a terminal).
+//
+// It is the only package that reads the environment or switches on the CI
+// system; the others get plain values. It knows nothing of images or
+// registries: what it publishes is already rendered text.
+package ci
+
+import (
+	"io"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Kind is the CI system a run is in.
+type Kind int
+
+const (
+	Terminal Kind = iota
+	GitHub
+	Bitbucket
+)
+
+func (k Kind) String() string {
+	return [...]string{"terminal", "github", "bitbucket"}[k]
+}
+
+// Env is the process's environment and output streams (or a test's).
+type Env struct {
+	Getenv func(string) string
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// Input is one setting the CI system may give.
+type Input struct {
+	Name string // kebab-case: the GitHub input; UPPER_SNAKE for Bitbucket
+	List bool   // Bitbucket may give it as NAME_COUNT, NAME_0, NAME_1, ...
+}
+
+// Facts are what tagpush reads from the environment besides its inputs.
+type Facts struct {
+	// GitHubToken and GitHubActor are the workflow's GITHUB_TOKEN and
+	// GITHUB_ACTOR (ghcr.io's credentials when no other is given).
+	GitHubToken, GitHubActor string
+	// DockerHost is DOCKER_HOST, for docker-daemon: sources.
+	DockerHost string
+	// Debug is the CI system's own debug switch: the runner's debug logging
+	// (RUNNER_DEBUG=1) on GitHub, DEBUG=true on a terminal. Bitbucket's
+	// DEBUG variable is the `debug` input itself.
+	Debug bool
+}
+
+// System is one CI system.
+type System interface {
+	Kind() Kind
+	// Inputs returns the values the CI system sets for inputs, by name;
+	// inputs it does not set are absent.
+	Inputs(inputs []Input) map[string]string
+	Facts() Facts
+	// Logger returns the run's log; debug shows debug lines.
+	Logger(debug bool) Logger
+	// Publish writes a run's results where this CI system shows them.
+	Publish(r Results, log Logger) error
+	// BadInput puts a configuration error where a person looks first (the
+	// run page), besides the log.
+	BadInput(message string, log Logger)
+}
+
+// Results are a finished run's results, rendered.
+type Results struct {
+	// OK is true when every tag holds the digest.
+	OK bool
+	// Headline is one line: "20 of 20 tags pushed".
+	Headline string
+	// Text is the table and its notes, for the log.
+	Text string
+	// Markdown is the job summary.
+	Markdown string
+	// JSON is the results array (the results output, results.json).
+	JSON string
+	// Outputs are the step's outputs, in order.
+	Outputs []Output
+}
+
+// Output is one step output.
+type Output struct{ Name, Value string }
+
+// Detect tells the CI system from env.
+func Detect(env Env) System {
+	if env.Getenv == nil {
+		env.Getenv = func(string) string { return "" }
+	}
+	b := base{env}
+	switch {
+	case env.Getenv("GITHUB_ACTIONS") == "true":
+		return &github{base: b}
+	case env.Getenv("BITBUCKET_BUILD_NUMBER") != "" || env.Getenv("BITBUCKET_PIPE_STORAGE_DIR") != "":
+		return &bitbucket{base: b}
+	}
+	return &terminal{base: b}
+}
+
+// base is what every system shares.
+type base struct{ env Env }
+
+func (b base) facts() Facts {
+	return Facts{
+		GitHubToken: strings.TrimSpace(b.env.Getenv("GITHUB_TOKEN")),
+		GitHubActor: strings.TrimSpace(b.env.Getenv("GITHUB_ACTOR")),
+		DockerHost:  b.env.Getenv("DOCKER_HOST"),
+	}
+}
+
+// colored wraps text in an ANSI colour when stdout takes colours: a terminal,
+// or TERM asks for it, and NO_COLOR does not forbid it.
+func (b base) colored(text, code string) string {
+	if !b.useColor() {
+		return text
+	}
+	return "\x1b[" + code + "m" + text + "\x1b[0m"
+}
+
+func (b base) useColor() bool {
+	if b.env.Getenv("NO_COLOR") != "" {
+		return false
+	}
+	if f, ok := b.env.Stdout.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			return true
+		}
+	}
+	term := b.env.Getenv("TERM")
+	return term != "" && term != "dumb"
+}
+
+func isTrue(s string) bool {
+	v, err := strconv.ParseBool(strings.TrimSpace(s))
+	return err == nil && v
+}
+
+// terminal is a run from a shell: flags only, a plain log on stderr, the
+// table on stdout.
+type terminal struct{ base }
+
+func (t *terminal) Kind() Kind                       { return Terminal }
+func (t *terminal) Inputs([]Input) map[string]string { return map[string]string{} }
+
+func (t *terminal) Facts() Facts {
+	f := t.facts()
+	f.Debug = isTrue(t.env.Getenv("DEBUG"))
+	return f
+}
+
+func (t *terminal) Logger(debug bool) Logger { return &plainLogger{w: t.env.Stderr, debug: debug} }
+
+func (t *terminal) Publish(r Results, _ Logger) error {
+	_, err := io.WriteString(t.env.Stdout, r.Text)
+	return err
+}
+
+func (t *terminal) BadInput(string, Logger) {}

@@ -1,0 +1,16 @@
+package pusher
+
+// Settings is what p really uses for the settings a person can change, by
+// the name of tagpush's option for each, written as the options table would.
+func Settings(p *Pusher) map[string]any {
+	c := p.cfg
+	return map[string]any{
+		"concurrency":     c.concurrency,
+		"adaptive":        c.adaptive,
+		"overwrite":       c.overwrite,
+		"max-attempts":    c.maxAttempts,
+		"retry-delay":     c.retryDelay,
+		"max-retry-delay": c.maxRetryDelay,
+		"timeout":         c.timeout,
+	}
+}
