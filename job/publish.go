@@ -74,4 +74,3 @@ func okRefs(rep *pusher.Report) string {
 	}
 	return strings.Join(refs, "\n")
 }
-
