@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/tagpush/tagpush/internal/quote"
 )
 
 // Item is one destination, with the line of the input it came from.
@@ -31,12 +33,19 @@ func (d Duplicate) String() string {
 // Error is an invalid item.
 type Error struct {
 	Line int
-	Item string
-	Why  string
+	// Index is the item's place on its line (1-based) when the line holds
+	// several, else 0.
+	Index int
+	Item  string
+	Why   string
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("tags line %d: %q: %s", e.Line, e.Item, e.Why)
+	where := fmt.Sprintf("tags line %d", e.Line)
+	if e.Index > 0 {
+		where += fmt.Sprintf(", item %d", e.Index)
+	}
+	return fmt.Sprintf("%s: %s: %s", where, quote.Value(e.Item), e.Why)
 }
 
 var bareTag = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
@@ -48,7 +57,7 @@ func Parse(input, repository string) ([]Item, []Duplicate, error) {
 	if strings.TrimSpace(repository) != "" {
 		r, err := name.NewRepository(strings.TrimSpace(repository))
 		if err != nil {
-			return nil, nil, fmt.Errorf("repository %q is not a valid repository: %w", repository, err)
+			return nil, nil, fmt.Errorf("repository: %s is not a valid repository: %w", quote.Value(repository), err)
 		}
 		repo = &r
 	}
@@ -64,14 +73,20 @@ func Parse(input, repository string) ([]Item, []Duplicate, error) {
 		if hash := strings.IndexByte(line, '#'); hash >= 0 {
 			line = line[:hash]
 		}
+		var onLine []string
 		for _, raw := range strings.Split(line, ",") {
-			item := strings.TrimSpace(raw)
-			if item == "" {
-				continue
+			if item := strings.TrimSpace(raw); item != "" {
+				onLine = append(onLine, item)
 			}
+		}
+		for n, item := range onLine {
 			tag, err := parseItem(item, repo)
 			if err != nil {
-				return nil, nil, &Error{Line: lineNo, Item: item, Why: err.Error()}
+				e := &Error{Line: lineNo, Item: item, Why: err.Error()}
+				if len(onLine) > 1 {
+					e.Index = n + 1
+				}
+				return nil, nil, e
 			}
 			key := tag.String()
 			if first, ok := seen[key]; ok {
@@ -88,9 +103,19 @@ func Parse(input, repository string) ([]Item, []Duplicate, error) {
 	return items, dups, nil
 }
 
+// withoutEcho drops the part of go-containerregistry's message that repeats
+// (part of) the item, raw, after its last ": ": the error already shows the
+// item, quoted and escaped.
+func withoutEcho(msg, item string) string {
+	if i := strings.LastIndex(msg, ": "); i >= 0 && msg[i+2:] != "" && strings.Contains(item, msg[i+2:]) {
+		return msg[:i]
+	}
+	return msg
+}
+
 func parseItem(item string, repo *name.Repository) (name.Tag, error) {
 	if strings.Contains(item, "@") {
-		return name.Tag{}, fmt.Errorf("a digest reference cannot be a destination: tags name where to push, give a tag like %s", suggestTag(item))
+		return name.Tag{}, digestError(item, repo)
 	}
 	if strings.ContainsAny(item, " \t") {
 		return name.Tag{}, fmt.Errorf("contains white space")
@@ -103,16 +128,36 @@ func parseItem(item string, repo *name.Repository) (name.Tag, error) {
 	}
 	tag, err := name.NewTag(item)
 	if err != nil {
-		return name.Tag{}, fmt.Errorf("not a valid image reference: %w", err)
+		return name.Tag{}, fmt.Errorf("not a valid image reference: %s", withoutEcho(err.Error(), item))
 	}
 	if !bareTag.MatchString(tag.TagStr()) {
-		return name.Tag{}, fmt.Errorf("not a valid image reference: tag %q must start with a letter, digit or _ and hold at most 128 of [A-Za-z0-9_.-]", tag.TagStr())
+		return name.Tag{}, fmt.Errorf("not a valid image reference: tag %s must start with a letter, digit or _ and hold at most 128 of [A-Za-z0-9_.-]", quote.Value(tag.TagStr()))
 	}
 	return tag, nil
 }
 
-func suggestTag(item string) string {
-	return item[:strings.Index(item, "@")] + ":TAG"
+// digestError says what to write instead of a reference with a digest:
+// the same reference without it when it has a tag (ghcr.io/acme/app:1.4@sha256:...
+// is ghcr.io/acme/app:1.4), else the repository with a tag.
+func digestError(item string, repo *name.Repository) error {
+	ref := item[:strings.Index(item, "@")]
+	if ref == "" {
+		return fmt.Errorf("a digest cannot be a destination: tags name where to push (e.g. 1.4 or ghcr.io/OWNER/IMAGE:1.4); the digest pushed is the source's")
+	}
+	if hasTag(ref) {
+		t, err := parseItem(ref, repo)
+		if err != nil {
+			return fmt.Errorf("a destination cannot pin a digest (drop the @... part), and without it: %w", err)
+		}
+		return fmt.Errorf("a destination cannot pin a digest: drop the @... part and write %s (the digest pushed is the source's)", t)
+	}
+	return fmt.Errorf("a digest reference cannot be a destination: tags name where to push, give a tag like %s:TAG", ref)
+}
+
+// hasTag reports whether ref names a tag: a ':' after its last '/' (a
+// registry's port comes before the first one).
+func hasTag(ref string) bool {
+	return strings.Contains(ref[strings.LastIndex(ref, "/")+1:], ":") || !strings.Contains(ref, "/") && bareTag.MatchString(ref)
 }
 
 // Tags returns the items' tags.

@@ -54,7 +54,12 @@ func TestParseRejects(t *testing.T) {
 		line              int
 		item, why         string
 	}{
-		{"digest reference", "ghcr.io/acme/app:1\nghcr.io/acme/app@sha256:" + strings.Repeat("a", 64), "", 2, "ghcr.io/acme/app@sha256:", "digest reference"},
+		{"digest reference", "ghcr.io/acme/app:1\nghcr.io/acme/app@sha256:" + strings.Repeat("a", 64), "", 2, "ghcr.io/acme/app@sha256:", "give a tag like ghcr.io/acme/app:TAG"},
+		{"tag and digest", "ghcr.io/acme/app:1.4@sha256:" + strings.Repeat("a", 64), "", 1, "ghcr.io/acme/app:1.4@", "drop the @... part and write ghcr.io/acme/app:1.4 "},
+		{"port, tag and digest", "localhost:5000/app:1.4@sha256:" + strings.Repeat("a", 64), "", 1, "localhost:5000/app:1.4@", "write localhost:5000/app:1.4 "},
+		{"port and digest", "localhost:5000/app@sha256:" + strings.Repeat("a", 64), "", 1, "localhost:5000/app@", "give a tag like localhost:5000/app:TAG"},
+		{"bare tag and digest", "1.4@sha256:" + strings.Repeat("a", 64), "ghcr.io/acme/app", 1, "1.4@", "write ghcr.io/acme/app:1.4 "},
+		{"third item of a line", "ghcr.io/acme/app:1, ghcr.io/acme/app:2, ghcr.io/acme/app:-x", "", 1, "ghcr.io/acme/app:-x", "tags line 1, item 3: "},
 		{"invalid reference", "ghcr.io/acme/app:1\n\nghcr.io/Acme/App:1", "", 3, "ghcr.io/Acme/App:1", "not a valid image reference"},
 		{"bare tag without repository", "latest", "", 1, "latest", "needs the repository input"},
 		{"bad tag characters", "ghcr.io/acme/app:-bad", "", 1, "ghcr.io/acme/app:-bad", "not a valid image reference"},
@@ -104,6 +109,21 @@ func BenchmarkParse10000(b *testing.B) {
 		items, _, err := Parse(in, "ghcr.io/acme/app")
 		if err != nil || len(items) != 10000 {
 			b.Fatalf("parsed %d items, err %v", len(items), err)
+		}
+	}
+}
+
+// An item is shown quoted, control characters escaped and a long one cut, so
+// a pasted escape sequence or a whole file cannot garble the log.
+func TestErrorShowsTheItemSafely(t *testing.T) {
+	for _, in := range []string{"ghcr.io/acme/app:1\x1b[2J", "ghcr.io/acme/app:" + strings.Repeat("x", 300) + " y"} {
+		_, _, err := Parse(in, "")
+		if err == nil {
+			t.Fatalf("Parse(%.30q) took it", in)
+		}
+		msg := err.Error()
+		if strings.ContainsRune(msg, '\x1b') || len(msg) > 250 {
+			t.Errorf("error for %.30q: %q", in, msg)
 		}
 	}
 }
