@@ -114,3 +114,33 @@ func TestUsernamePasswordWithSeveralRegistriesIsBadInput(t *testing.T) {
 		t.Errorf("log:\n%s", &r.stdout)
 	}
 }
+
+// With --debug the log says where each registry's credentials come from, so
+// a person can tell "wrong token" from "no token"; it never shows a secret.
+// A registry-auth entry for a registry no tag names is most often a typo:
+// it gets a warning whether or not debug is on.
+func TestDebugNamesTheCredentialSourceAndUnusedEntriesWarn(t *testing.T) {
+	const token = "tok-5e6f7a8b9c"
+	a := testregistry.ForTest(t, testregistry.Options{Users: map[string]string{"alice": token}})
+	b := testregistry.ForTest(t, testregistry.Options{})
+	r := newRunner(t, map[string]string{
+		"source":        ociSource,
+		"tags":          a.Host + "/acme/app:1\n" + b.Host + "/acme/app:1",
+		"registry-auth": a.Host + "=alice:" + token + "\nregistry.typo.example=alice:" + token,
+		"debug":         "true",
+	})
+	mustRun(t, r)
+	log := r.stdout.String()
+	for _, want := range []string{
+		"debug: credentials for " + a.Host + ": registry-auth line 1 (user alice)",
+		"debug: credentials for " + b.Host + ": none (anonymous)",
+		"::warning::registry-auth names registry.typo.example, but no tag is bound for it",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(visible(t, r), token) {
+		t.Errorf("the token appears in the log, outputs or summary")
+	}
+}

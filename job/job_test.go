@@ -411,3 +411,24 @@ func TestBadInputReachesTheRunPage(t *testing.T) {
 		t.Errorf("Bitbucket: exit %d, output:\n%s", code, &out)
 	}
 }
+
+// A tag that runs out of time says which input bounds it, in the summary and
+// the results output, so the person knows what to raise.
+func TestTimeoutFailureNamesTheTimeoutInput(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{Latency: time.Second}})
+	r := newRunner(t, map[string]string{"source": ociSource, "tags": reg.Host + "/acme/app:1", "timeout": "300ms"})
+	if code := r.run(t); code != job.ExitFailed {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	var results []struct{ Status, Error string }
+	if err := json.Unmarshal([]byte(r.outputs(t)["results"]), &results); err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 1 || results[0].Status != "failed" || !strings.Contains(results[0].Error, "the timeout input, 300ms") {
+		t.Errorf("results: %+v; want the tag failed, naming the timeout input and its value", results)
+	}
+	summary, _ := os.ReadFile(r.report)
+	if !strings.Contains(string(summary), "timeout input") {
+		t.Errorf("summary does not name the timeout input:\n%s", summary)
+	}
+}

@@ -60,6 +60,8 @@ type verdict struct {
 	// the next attempt must check every blob again instead of trusting what
 	// this run already uploaded.
 	relearnBlobs bool
+	// timeout is the tag's time limit, set when it is what ended the tag.
+	timeout time.Duration
 }
 
 // errNotVerified marks a tag that did not resolve to the pushed digest after its PUT.
@@ -256,7 +258,10 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 		return say("cancelled")
 	case FaultTimeout:
 		if !v.transient {
-			return say("timed out after %d attempt(s): raise timeout, or check the network to %s", attempts, reg)
+			if v.timeout > 0 {
+				return say("the tag's time limit (the timeout input, %s) ran out after %d attempt(s): raise timeout, or check the network to %s", durationText(v.timeout), attempts, reg)
+			}
+			return say("timed out after %d attempt(s): check the network to %s", attempts, reg)
 		}
 	}
 	if v.transient {
@@ -267,6 +272,18 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 		return say("%s kept failing: gave up after %d attempt(s) (%s)", reg, attempts, last)
 	}
 	return err
+}
+
+// durationText writes d as a person would: 10m, not 10m0s.
+func durationText(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func rateLimitKind(v verdict) string {

@@ -521,6 +521,7 @@ func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, t
 	default:
 		if ctx.Err() != nil && last.fault == FaultTimeout {
 			err = fmt.Errorf("%w (timeout %s)", err, r.cfg.timeout)
+			last.timeout = r.cfg.timeout
 		}
 		res.Status = StatusFailed
 		res.Err = explain(last, err, attempts, host, tag.Repository.String())
