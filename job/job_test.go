@@ -20,7 +20,6 @@ import (
 	"github.com/tagpush/tagpush/internal/faults"
 	"github.com/tagpush/tagpush/internal/testregistry"
 	"github.com/tagpush/tagpush/job"
-	"github.com/tagpush/tagpush/pusher"
 	"github.com/tagpush/tagpush/report"
 )
 
@@ -46,6 +45,12 @@ func newRunner(t *testing.T, inputs map[string]string) *runner {
 		output: filepath.Join(dir, "output"),
 		report: filepath.Join(dir, "summary"),
 	}
+	// Quick retries, unless the test sets its own: through the inputs, as
+	// a workflow would.
+	quick := map[string]string{"max-attempts": "3", "retry-delay": "10ms", "max-retry-delay": "100ms"}
+	for k, v := range quick {
+		r.env["INPUT_"+strings.ToUpper(k)] = v
+	}
 	for k, v := range inputs {
 		r.env["INPUT_"+strings.ToUpper(k)] = v
 	}
@@ -60,7 +65,6 @@ func (r *runner) run(t *testing.T, args ...string) int {
 		Stdout:        &r.stdout,
 		Stderr:        &r.stderr,
 		Version:       "test",
-		PusherOptions: []pusher.Option{pusher.WithRetry(3, 10*time.Millisecond, 100*time.Millisecond)},
 		DockerConfig:  authn.NewMultiKeychain(), // not this machine's ~/.docker/config.json
 	})
 }

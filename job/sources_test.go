@@ -202,20 +202,40 @@ func TestSourceMultiPlatformIndex(t *testing.T) {
 	}
 }
 
+// A registry that fails every write, asking for a pause (503 with
+// Retry-After), does not hold back another: each registry has its own queue
+// and its own pause, so the healthy one finishes all its tags while the
+// failing one is still retrying. The log's order shows it: the last healthy
+// tag is done before the failing registry's last retry.
 func TestFailingRegistryDoesNotHoldBackAHealthyOne(t *testing.T) {
 	healthy := testregistry.ForTest(t, testregistry.Options{})
-	broken := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{FailWrites: 503}})
+	broken := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{FailWrites: 503, RetryAfter: "0.3"}})
 	var tags []string
 	for _, tag := range []string{"1", "2", "3", "4", "5", "6"} {
 		tags = append(tags, broken.Host+"/acme/app:"+tag, healthy.Host+"/acme/app:"+tag)
 	}
-	r := newRunner(t, map[string]string{"source": ociSource, "tags": strings.Join(tags, "\n"), "concurrency": "2"})
+	// Three attempts, each after the 300ms pause the broken registry asks
+	// for (max-retry-delay lets it): its tags retry for a second or more;
+	// the healthy ones take a few tens of milliseconds.
+	r := newRunner(t, map[string]string{"source": ociSource, "tags": strings.Join(tags, "\n"), "concurrency": "2", "max-attempts": "3", "retry-delay": "50ms", "max-retry-delay": "300ms"})
 	if code := r.run(t); code != job.ExitFailed {
 		t.Fatalf("exit %d, want 1", code)
 	}
 	out := r.outputs(t)
 	if got := strings.Count(out["pushed"], healthy.Host); got != 6 || strings.Contains(out["pushed"], broken.Host) {
 		t.Errorf("pushed:\n%s", out["pushed"])
+	}
+	lastHealthy, lastBrokenRetry := -1, -1
+	for i, line := range strings.Split(r.stdout.String(), "\n") {
+		if strings.HasPrefix(line, "pushed "+healthy.Host+"/") {
+			lastHealthy = i
+		}
+		if strings.HasPrefix(line, "retrying "+broken.Host+"/") {
+			lastBrokenRetry = i
+		}
+	}
+	if lastHealthy < 0 || lastBrokenRetry < 0 || lastHealthy > lastBrokenRetry {
+		t.Errorf("the healthy registry's last tag (log line %d) is not done before the failing one's last retry (line %d):\n%s", lastHealthy, lastBrokenRetry, &r.stdout)
 	}
 	summary, _ := os.ReadFile(r.report)
 	for _, want := range []string{"#### " + broken.Host + ": 0 of 6 pushed", "#### " + healthy.Host + ": 6 of 6 pushed"} {

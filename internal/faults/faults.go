@@ -36,7 +36,8 @@ type Config struct {
 	TooManyRate float64
 	// TooManyFirst answers 429 to the first n manifest PUTs, whatever the rate.
 	TooManyFirst int
-	// RetryAfter is sent as the Retry-After header of a 429 ("2", an HTTP date).
+	// RetryAfter is sent as the Retry-After header of a 429, and of the
+	// answers FailWrites sends ("2", an HTTP date).
 	RetryAfter string
 	// GHCRBody puts the wait in the error body as ghcr.io does
 	// ("retry-after: 12.5ms, allowed: 2000/minute") instead of the header.
@@ -347,6 +348,7 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 		d.body = ociError(code, msg)
 	case write && c.FailWrites != 0:
 		d.status, d.fault = c.FailWrites, fmt.Sprint(c.FailWrites)
+		d.retryAfter = c.RetryAfter
 		d.body = ociError("UNKNOWN", cmp.Or(c.FailMessage, "unknown error"))
 	case write && c.MaxWrites > 0 && l.inFlight > c.MaxWrites:
 		d.status, d.fault = http.StatusInternalServerError, "500"
