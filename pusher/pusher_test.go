@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -282,6 +283,44 @@ func TestProgressIsReportedDuringLongUploads(t *testing.T) {
 	// Totals grow as uploads start; by the end they cover both 8 MiB layers.
 	if last := seen[len(seen)-1]; last.Total < 16<<20 {
 		t.Errorf("last update %+v: total below the image's 16 MiB", last)
+	}
+}
+
+// Progress counts the bytes that go over the wire: a layer the repository
+// already has (pushed by an earlier build) is not in the total.
+func TestProgressLeavesOutBlobsTheRegistryHas(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{UploadBytesPerSec: 32 << 20}})
+	base, err := random.Image(8<<20, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newPusher(t).Push(context.Background(), base, tagsOn(t, reg.Host, "acme/app", 1)); err != nil {
+		t.Fatal(err)
+	}
+	extra, err := random.Layer(8<<20, "application/vnd.oci.image.layer.v1.tar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(base, extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var last pusher.Progress
+	events := pusher.Events{Progress: func(p pusher.Progress) { mu.Lock(); last = p; mu.Unlock() }}
+	rep, err := newPusher(t, pusher.WithProgressInterval(20*time.Millisecond), pusher.WithEvents(events)).
+		Push(context.Background(), img, tagsOn(t, reg.Host, "acme/app", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Results[0]; r.Status != pusher.StatusPushed {
+		t.Fatalf("%v", r.Err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The new layer (8 MiB) and the config: not the 16 MiB already there.
+	if last.Total < 8<<20 || last.Total > 9<<20 {
+		t.Errorf("last progress %+v: total should be the new 8 MiB layer and the config, not the layers the registry has", last)
 	}
 }
 
