@@ -25,6 +25,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/tagpush/tagpush/internal/quote"
 )
 
 // Image is an opened source.
@@ -154,7 +156,7 @@ func open(ctx context.Context, spec string, o Options) (*Image, error) {
 	}
 	ref, err := name.ParseReference(spec)
 	if err != nil || looksLikePath(spec) {
-		return nil, fmt.Errorf("source %q: no such file or directory, and not an image reference: give %s", spec, Forms)
+		return nil, fmt.Errorf("source %s: no such file or directory, and not an image reference: give %s", quote.Value(spec), Forms)
 	}
 	if namesRegistry(spec) {
 		return openRemote(ctx, ref.String(), o)
@@ -182,7 +184,7 @@ func pickPlatform(img *Image, platform string) (*Image, error) {
 		err = errors.New("OS and architecture are both needed")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("platform %q is not OS/ARCH[/VARIANT]: %w", platform, err)
+		return nil, fmt.Errorf("platform %s is not OS/ARCH[/VARIANT]", quote.Value(platform))
 	}
 	switch t := img.Taggable.(type) {
 	case v1.ImageIndex:
@@ -277,7 +279,7 @@ func openOCI(spec string, o Options) (*Image, error) {
 		return nil, fmt.Errorf("source oci:%s holds %d manifests: pick one with oci:%s@DIGEST or oci:%s:REF (%s)", path, len(m.Manifests), path, path, listManifests(m))
 	}
 	if chosen == nil {
-		return nil, fmt.Errorf("source oci:%s: no manifest matches %q (%s)", path, pick, listManifests(m))
+		return nil, fmt.Errorf("source oci:%s: no manifest matches %s (%s)", path, quote.Value(pick), listManifests(m))
 	}
 	desc := fmt.Sprintf("OCI layout %s (%s)", path, chosen.Digest)
 	discover := func(_ context.Context, subjects []v1.Hash) ([]Referrer, error) {
@@ -412,7 +414,7 @@ func openArchive(spec string) (*Image, error) {
 		// A REF is an image name inside the archive, e.g. app:1.0.
 		t, err := name.NewTag(ref)
 		if err != nil {
-			return nil, fmt.Errorf("source docker-archive:%s: %q is not an image name in the archive: %w", path, ref, err)
+			return nil, fmt.Errorf("source docker-archive:%s: %s is not an image name in the archive", path, quote.Value(ref))
 		}
 		tag = &t
 	}
