@@ -260,7 +260,8 @@ func (j *job) dryRun(ctx context.Context, pl *plan) error {
 		}
 		checked[t.Repository] = true
 		if err := failed[t.Repository]; err != nil {
-			j.log.Failf("tagpush: dry run: "+t.Repository.String(), "%s: %s", t.Repository, report.OneLine(err.Error()))
+			j.log.Failf("tagpush: dry run: "+t.Repository.String(), "%s: %s", t.Repository, pusher.Summary(err))
+			j.log.Debugf("%s: %s", t.Repository, report.OneLine(err.Error()))
 		} else {
 			j.log.Infof("%s: registry answers, credentials accepted for push", t.Repository)
 		}

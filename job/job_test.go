@@ -266,6 +266,13 @@ func TestDryRunChecksTheDestinations(t *testing.T) {
 			if code := r.run(t); code != tt.code || !strings.Contains(r.stdout.String(), tt.want) {
 				t.Errorf("exit %d, want %d with %q:\n%s", code, tt.code, tt.want, &r.stdout)
 			}
+			// The annotation is the sentence that says what to fix, not
+			// the library's https-then-http chain (that is in the debug log).
+			for _, line := range strings.Split(r.stdout.String(), "\n") {
+				if strings.HasPrefix(line, "::error") && (strings.Contains(line, `Get "`) || len(line) > 300) {
+					t.Errorf("annotation carries the library's chain: %s", line)
+				}
+			}
 			st := reg.Faults.Stats()
 			if st.ByMethod[http.MethodPatch] != 0 || st.ByMethod[http.MethodPut] != 0 {
 				t.Errorf("dry run wrote: %v", st.ByMethod)
