@@ -6,10 +6,9 @@ package config
 
 import (
 	"strconv"
-	"strings"
-	"time"
 
 	"github.com/tagpush/tagpush/ci"
+	"github.com/tagpush/tagpush/internal/quote"
 	"github.com/tagpush/tagpush/pusher"
 )
 
@@ -78,11 +77,11 @@ func Options() []Option {
 			Description: "Lower concurrency when a registry answers 5xx/429 and raise it again when it recovers."},
 		{Name: "max-attempts", Group: GroupSpeed, Placeholder: "N", Kind: Int, Default: strconv.Itoa(pusher.DefaultMaxAttempts),
 			Description: "Attempts per tag for transient failures (5xx, 429, 408, resets, timeouts). Permanent failures are not retried."},
-		{Name: "retry-delay", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: duration(pusher.DefaultRetryDelay),
+		{Name: "retry-delay", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: quote.Duration(pusher.DefaultRetryDelay),
 			Description: "First wait between attempts; it doubles each time, with jitter. With the defaults a tag keeps trying through about 25s of failures."},
-		{Name: "max-retry-delay", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: duration(pusher.DefaultMaxRetryDelay),
+		{Name: "max-retry-delay", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: quote.Duration(pusher.DefaultMaxRetryDelay),
 			Description: "Longest wait between attempts, also the cap on a registry's Retry-After."},
-		{Name: "timeout", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: duration(pusher.DefaultTimeout),
+		{Name: "timeout", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: quote.Duration(pusher.DefaultTimeout),
 			Description: "Time limit for one tag, all attempts included."},
 		{Name: "referrers", Group: GroupWhat, Placeholder: "true|false", Kind: Bool, Default: "true",
 			Description: "Push the image's signatures, attestations and SBOMs with it: OCI referrers and cosign's sha256-<hex>.sig/.att/.sbom tags, from registry: and oci: sources, to every destination repository."},
@@ -95,18 +94,6 @@ func Options() []Option {
 		{Name: "debug", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "false",
 			Description: "Log every request decision, retry, limit change and credential source in detail (never a secret). Also on with GitHub's runner debug logging, or DEBUG=true on a terminal."},
 	}
-}
-
-// duration writes d as a person would: 10m, not 10m0s.
-func duration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
 
 // Output is one output of the action.

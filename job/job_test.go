@@ -60,12 +60,12 @@ func newRunner(t *testing.T, inputs map[string]string) *runner {
 func (r *runner) run(t *testing.T, args ...string) int {
 	t.Helper()
 	return job.Run(context.Background(), job.Env{
-		Args:          args,
-		Getenv:        func(k string) string { return r.env[k] },
-		Stdout:        &r.stdout,
-		Stderr:        &r.stderr,
-		Version:       "test",
-		DockerConfig:  authn.NewMultiKeychain(), // not this machine's ~/.docker/config.json
+		Args:         args,
+		Getenv:       func(k string) string { return r.env[k] },
+		Stdout:       &r.stdout,
+		Stderr:       &r.stderr,
+		Version:      "test",
+		DockerConfig: authn.NewMultiKeychain(), // not this machine's ~/.docker/config.json
 	})
 }
 

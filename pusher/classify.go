@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/tagpush/tagpush/internal/quote"
 	"github.com/tagpush/tagpush/queue"
 )
 
@@ -259,7 +260,7 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 	case FaultTimeout:
 		if !v.transient {
 			if v.timeout > 0 {
-				return say("the tag's time limit (the timeout input, %s) ran out after %d attempt(s): raise timeout, or check the network to %s", durationText(v.timeout), attempts, reg)
+				return say("the tag's time limit (the timeout input, %s) ran out after %d attempt(s): raise timeout, or check the network to %s", quote.Duration(v.timeout), attempts, reg)
 			}
 			return say("timed out after %d attempt(s): check the network to %s", attempts, reg)
 		}
@@ -272,18 +273,6 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 		return say("%s kept failing: gave up after %d attempt(s) (%s)", reg, attempts, last)
 	}
 	return err
-}
-
-// durationText writes d as a person would: 10m, not 10m0s.
-func durationText(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }
 
 func rateLimitKind(v verdict) string {

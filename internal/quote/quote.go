@@ -1,14 +1,29 @@
-// Package quote shows a value a person gave inside an error message: quoted,
-// with control characters escaped (a pasted newline or escape sequence cannot
-// break the log line or start a workflow command), and shortened when long,
-// so that a whole pasted file is not echoed back.
+// Package quote writes values for a person to read in messages and docs. A
+// value a person gave is quoted, with control characters escaped (a pasted
+// newline or escape sequence cannot break the log line or start a workflow
+// command), and shortened when long, so that a whole pasted file is not
+// echoed back. A duration is written as a person would write it.
 package quote
 
 import (
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 	"unicode/utf8"
 )
+
+// Duration writes d as a person would: 10m, not 10m0s.
+func Duration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
 
 // Max is the most characters of a value shown.
 const Max = 60

@@ -3,6 +3,7 @@ package quote
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValue(t *testing.T) {
@@ -20,6 +21,21 @@ func TestValue(t *testing.T) {
 		}
 		if strings.ContainsAny(Value(tt.in), "\n\r\x1b") {
 			t.Errorf("Value(%.20q) holds a control character", tt.in)
+		}
+	}
+}
+
+func TestDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		10 * time.Minute:        "10m",
+		30 * time.Second:        "30s",
+		200 * time.Millisecond:  "200ms",
+		90 * time.Second:        "1m30s",
+		2 * time.Hour:           "2h",
+		time.Hour + time.Minute: "1h1m",
+	} {
+		if got := Duration(d); got != want {
+			t.Errorf("Duration(%v) = %q, want %q", d, got, want)
 		}
 	}
 }
