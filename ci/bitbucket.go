@@ -7,7 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"unicode"
+
+	"github.com/tagpush/tagpush/internal/quote"
 )
 
 // bitbucket is a Bitbucket Pipe: UPPER_SNAKE variables (a YAML list arrives
@@ -75,16 +76,5 @@ func (b *bitbucket) Publish(r Results, _ Logger) error {
 }
 
 func (b *bitbucket) BadInput(message string, _ Logger) {
-	fmt.Fprintln(b.env.Stdout, b.colored("✖ Failed: bad input: "+oneLine(message), "31"))
-}
-
-// oneLine puts s on one line: control characters (line breaks, tabs,
-// escapes) become spaces.
-func oneLine(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, s)
+	fmt.Fprintln(b.env.Stdout, b.colored("✖ Failed: bad input: "+quote.OneLine(message), "31"))
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/tagpush/tagpush/ci"
 	"github.com/tagpush/tagpush/config"
 	"github.com/tagpush/tagpush/credentials"
+	"github.com/tagpush/tagpush/internal/quote"
 	"github.com/tagpush/tagpush/pusher"
 	"github.com/tagpush/tagpush/report"
 	"github.com/tagpush/tagpush/source"
@@ -141,10 +142,9 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 	if err != nil {
 		return nil, badInput(err)
 	}
-	if cfg.Debug && !j.facts.Debug {
+	debug := cfg.Debug || j.facts.Debug
+	if debug {
 		j.log = j.sys.Logger(true)
-	}
-	if cfg.Debug || j.facts.Debug {
 		// go-containerregistry reports each blob it finds, mounts or pushes
 		// through its package-level loggers.
 		logs.Progress = stdlog.New(debugWriter{j.log}, "", 0)
@@ -186,11 +186,16 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 	for _, reg := range cfg.Insecure {
 		j.log.Warnf("insecure-registries: TLS certificates of %s are not checked, and plain HTTP is allowed: anyone on the network path can read or change what is pushed there", reg)
 	}
+	regs = distinct(regs)
 	for _, reg := range creds.Unused() {
-		j.log.Warnf("registry-auth names %s, but no tag is bound for it: check the registry's name (tags name %s)", reg, strings.Join(distinct(regs), ", "))
+		j.log.Warnf("registry-auth names %s, but no tag is bound for it: check the registry's name (tags name %s)", reg, strings.Join(regs, ", "))
 	}
-	for _, reg := range distinct(regs) {
-		j.log.Debugf("credentials for %s: %s", reg, creds.Source(reg))
+	if debug {
+		// Only when asked: finding the source may run a Docker credential
+		// helper, which the push itself runs again.
+		for _, reg := range regs {
+			j.log.Debugf("credentials for %s: %s", reg, creds.Source(reg))
+		}
 	}
 
 	transport, err := pusher.NewTransport(pusher.TLS{CAFile: cfg.CAFile, Insecure: cfg.Insecure})
@@ -261,7 +266,7 @@ func (j *job) dryRun(ctx context.Context, pl *plan) error {
 		checked[t.Repository] = true
 		if err := failed[t.Repository]; err != nil {
 			j.log.Failf("tagpush: dry run: "+t.Repository.String(), "%s: %s", t.Repository, pusher.Summary(err))
-			j.log.Debugf("%s: %s", t.Repository, report.OneLine(err.Error()))
+			j.log.Debugf("%s: %s", t.Repository, quote.OneLine(err.Error()))
 		} else {
 			j.log.Infof("%s: registry answers, credentials accepted for push", t.Repository)
 		}
@@ -331,7 +336,7 @@ func events(log ci.Logger) pusher.Events {
 	return pusher.Events{
 		TagDone: func(r pusher.Result) { log.Infof("%s", report.LogLine(r)) },
 		Retry: func(r pusher.Retry) {
-			log.Infof("retrying %s: attempt %d failed (%s): %s; next attempt in %s", r.Tag, r.Attempt, r.Fault, report.OneLine(fmt.Sprint(r.Err)), report.Duration(r.Wait))
+			log.Infof("retrying %s: attempt %d failed (%s): %s; next attempt in %s", r.Tag, r.Attempt, r.Fault, quote.OneLine(fmt.Sprint(r.Err)), report.Duration(r.Wait))
 		},
 		LimitChange: func(c pusher.LimitChange) {
 			why := "registry healthy again"

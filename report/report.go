@@ -10,8 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 
+	"github.com/tagpush/tagpush/internal/quote"
 	"github.com/tagpush/tagpush/pusher"
 )
 
@@ -142,24 +142,7 @@ var statusIcon = map[pusher.Status]string{
 
 // mdCell makes s safe inside a markdown table cell.
 func mdCell(s string) string {
-	return strings.ReplaceAll(OneLine(s), "|", `\|`)
-}
-
-// OneLine turns every control character in s (line breaks, a lone carriage
-// return, tabs, escapes) into a space. Error text comes from registries: in a
-// table cell or a log line it must stay on its line, where no part of it can
-// start a line of its own (a CI runner reads "::" at a line's start as a
-// command) or move the terminal's cursor.
-func OneLine(s string) string {
-	if !strings.ContainsFunc(s, unicode.IsControl) {
-		return s
-	}
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, s)
+	return strings.ReplaceAll(quote.OneLine(s), "|", `\|`)
 }
 
 // Markdown is the job summary: a headline, one row per tag (grouped by
@@ -251,7 +234,7 @@ func LogLine(r pusher.Result) string {
 	case pusher.StatusPushed:
 		return fmt.Sprintf("pushed %s (%s) in %s, %s", r.Tag, ShortDigest(r.Digest), Duration(r.Duration), attempts(r.Attempts))
 	default:
-		return fmt.Sprintf("%s %s after %s, %s: %s", r.Status, r.Tag, Duration(r.Duration), attempts(r.Attempts), OneLine(fmt.Sprint(r.Err)))
+		return fmt.Sprintf("%s %s after %s, %s: %s", r.Status, r.Tag, Duration(r.Duration), attempts(r.Attempts), quote.OneLine(fmt.Sprint(r.Err)))
 	}
 }
 

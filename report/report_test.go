@@ -120,17 +120,3 @@ func TestMarkdownGroupsByRegistry(t *testing.T) {
 		t.Error("a single registry got a group heading")
 	}
 }
-
-func TestOneLine(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"plain text", "plain text"},
-		{"a\nb\rc\r\nd\te", "a b c  d e"},
-		{"bell\a and escape \x1b[2J", "bell  and escape  [2J"},
-		{"unicode ✅ stays", "unicode ✅ stays"},
-	}
-	for _, tt := range tests {
-		if got := OneLine(tt.in); got != tt.want {
-			t.Errorf("OneLine(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}

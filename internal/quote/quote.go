@@ -2,7 +2,8 @@
 // value a person gave is quoted, with control characters escaped (a pasted
 // newline or escape sequence cannot break the log line or start a workflow
 // command), and shortened when long, so that a whole pasted file is not
-// echoed back. A duration is written as a person would write it.
+// echoed back. Text from elsewhere (a registry's error) is kept on one line.
+// A duration is written as a person would write it.
 package quote
 
 import (
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -40,4 +42,21 @@ func Value(s string) string {
 		cut += size
 	}
 	return fmt.Sprintf("%s… (%d characters)", strconv.Quote(s[:cut]), n)
+}
+
+// OneLine turns every control character in s (line breaks, a lone carriage
+// return, tabs, escapes) into a space. Error text comes from registries: in a
+// table cell or a log line it must stay on its line, where no part of it can
+// start a line of its own (a CI runner reads "::" at a line's start as a
+// command) or move the terminal's cursor.
+func OneLine(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 }
