@@ -71,6 +71,10 @@ func Run(ctx context.Context, env Env) int {
 	sys := ci.Detect(ci.Env{Getenv: env.Getenv, Stdout: env.Stdout, Stderr: env.Stderr})
 	j := &job{env: env, sys: sys, facts: sys.Facts()}
 	j.log = sys.Logger(j.facts.Debug)
+	// plan may point go-containerregistry's package-level loggers at this
+	// run's log; they are the process's, so they are put back.
+	progress, warn := logs.Progress, logs.Warn
+	defer func() { logs.Progress, logs.Warn = progress, warn }()
 	return j.exit(j.run(ctx))
 }
 
