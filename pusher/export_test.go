@@ -1,7 +1,8 @@
 package pusher
 
 // Settings is what p really uses for the settings a person can change, by
-// the name of tagpush's option for each, written as the options table would.
+// the name of tagpush's option for each, as typed values to compare with a
+// parsed configuration.
 func Settings(p *Pusher) map[string]any {
 	c := p.cfg
 	return map[string]any{
