@@ -8,8 +8,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -17,58 +20,153 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/tagpush/tagpush/job"
+	"github.com/tagpush/tagpush/internal/actiontest"
 )
 
-// contender pushes img to tags and returns how many it says it pushed and the
-// errors it met. Each runs in its own process, so its peak memory is its own.
-type contender func(ctx context.Context, w worker) (int, []string)
+// job is one contender's run: what to push, and where.
+type job struct {
+	Registry, Repo, Source string
+	Tags                   int
+	// Dir is a scratch directory of the run's own.
+	Dir string
+}
+
+func (j job) tags() []name.Tag {
+	out := make([]name.Tag, j.Tags)
+	for i := range out {
+		out[i], _ = name.NewTag(fmt.Sprintf("%s/%s:t%d", j.Registry, j.Repo, i))
+	}
+	return out
+}
+
+// outcome is what a contender's process did: how long it took, its peak
+// memory, and what it said of itself.
+type outcome struct {
+	wall    time.Duration
+	rss     int64
+	claimed int // tags it said it pushed
+	errs    []string
+}
+
+// contender runs one push in a process of its own, so its wall time and peak
+// memory are its own.
+type contender func(ctx context.Context, env *benchEnv, j job) (outcome, error)
 
 var contenders = map[string]contender{
-	"naive-seq": naiveSeq,
-	"naive-par": naivePar,
-	"floor":     floor,
+	"naive-seq": inWorker("naive-seq"),
+	"naive-par": inWorker("naive-par"),
+	"floor":     inWorker("floor"),
 	"oras":      orasCp,
-	"tagpush":   tagpush,
+	"tagpush":   tagpushAction,
 }
 
 // order is the order contenders run and are listed in.
 var order = []string{"naive-seq", "naive-par", "floor", "oras", "tagpush"}
 
-// orasCp is the best peer: `oras cp` (oras-go's copy) from the same OCI
-// layout to every tag in one call, with its default settings (concurrency
-// 3, its own retry policy). It says nothing per tag: exit 0 claims them all.
-func orasCp(ctx context.Context, w worker) (int, []string) {
-	bin := os.Getenv(orasEnv)
-	if bin == "" {
-		return 0, []string{orasEnv + " is not set"}
-	}
-	digest, err := w.digest()
-	if err != nil {
-		return 0, []string{err.Error()}
-	}
-	var names []string
-	for _, t := range w.tags() {
-		names = append(names, t.TagStr())
-	}
-	dst := fmt.Sprintf("%s/%s:%s", w.Registry, w.Repo, strings.Join(names, ","))
-	cmd := exec.CommandContext(ctx, bin, "cp", "--from-oci-layout", strings.TrimPrefix(w.Source, "oci:")+"@"+digest.String(), "--to-plain-http", dst)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return 0, []string{fmt.Sprintf("oras cp: %v: %s", err, lastLine(out.String()))}
-	}
-	w.childRSS(cmd)
-	return len(names), nil
+// benchEnv is what every run needs: the binaries it runs.
+type benchEnv struct {
+	self, tagpush, oras string
 }
 
-// orasEnv names the oras binary for workers; the bench installs it once
-// before any run, so no run's time includes building it.
-const orasEnv = "TAGPUSH_ORAS_BIN"
+// timed runs cmd and measures it.
+func timed(cmd *exec.Cmd) (outcome, error) {
+	start := time.Now()
+	err := cmd.Run()
+	o := outcome{wall: time.Since(start)}
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			o.rss = ru.Maxrss * 1024
+		}
+	}
+	return o, err
+}
+
+// tagpushAction is the real thing: the built binary, started as the GitHub
+// runner starts the action (INPUT_* variables, file commands), its results
+// read from GITHUB_OUTPUT as a later step would.
+func tagpushAction(ctx context.Context, env *benchEnv, j job) (outcome, error) {
+	var refs []string
+	for _, t := range j.tags() {
+		refs = append(refs, t.String())
+	}
+	output := filepath.Join(j.Dir, "output")
+	cmd := exec.CommandContext(ctx, env.tagpush)
+	cmd.Env = []string{
+		"HOME=" + j.Dir, "PATH=" + os.Getenv("PATH"), "GITHUB_ACTIONS=true", "CI=true",
+		"GITHUB_OUTPUT=" + output, "GITHUB_STEP_SUMMARY=" + filepath.Join(j.Dir, "summary"),
+		"INPUT_SOURCE=" + j.Source, "INPUT_TAGS=" + strings.Join(refs, "\n"), "INPUT_CONCURRENCY=4",
+	}
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	o, err := timed(cmd)
+	if err != nil {
+		if _, exited := err.(*exec.ExitError); !exited {
+			return o, fmt.Errorf("tagpush: %w", err)
+		}
+		o.errs = append(o.errs, fmt.Sprintf("tagpush: %v: %s", err, lastLine(log.String())))
+	}
+	out, rerr := actiontest.ReadOutputs(output)
+	if rerr != nil {
+		o.errs = append(o.errs, "outputs: "+rerr.Error())
+		return o, nil
+	}
+	if p := strings.TrimSpace(out["pushed"]); p != "" {
+		o.claimed = strings.Count(p, "\n") + 1
+	}
+	return o, nil
+}
+
+// orasCp is the best peer: `oras cp` (oras-go's copy) from the same OCI
+// layout to every tag in one call, with its default settings (concurrency
+// 3, tags 5 at a time, its own retry policy). It says nothing per tag: exit
+// 0 claims them all.
+func orasCp(ctx context.Context, env *benchEnv, j job) (outcome, error) {
+	digest, err := sourceDigest(j.Source)
+	if err != nil {
+		return outcome{}, err
+	}
+	var names []string
+	for _, t := range j.tags() {
+		names = append(names, t.TagStr())
+	}
+	dst := fmt.Sprintf("%s/%s:%s", j.Registry, j.Repo, strings.Join(names, ","))
+	cmd := exec.CommandContext(ctx, env.oras, "cp", "--from-oci-layout", strings.TrimPrefix(j.Source, "oci:")+"@"+digest.String(), "--to-plain-http", dst)
+	cmd.Env = []string{"HOME=" + j.Dir, "PATH=" + os.Getenv("PATH")}
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	o, err := timed(cmd)
+	if err != nil {
+		o.errs = append(o.errs, fmt.Sprintf("oras cp: %v: %s", err, lastLine(log.String())))
+		return o, nil
+	}
+	o.claimed = len(names)
+	return o, nil
+}
 
 func lastLine(s string) string {
 	s = strings.TrimSpace(s)
 	return s[strings.LastIndex(s, "\n")+1:]
+}
+
+// inWorker runs an in-process contender (Go code of this file) in a worker
+// process: the bench binary itself, started again.
+func inWorker(name string) contender {
+	return func(ctx context.Context, env *benchEnv, j job) (outcome, error) {
+		cmd := exec.CommandContext(ctx, env.self, "worker", "--contender", name, "--registry", j.Registry, "--repo", j.Repo, "--source", j.Source, "--tags", fmt.Sprint(j.Tags))
+		cmd.Env = []string{"HOME=" + j.Dir, "PATH=" + os.Getenv("PATH")}
+		var stdout bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
+		o, err := timed(cmd)
+		if err != nil {
+			return o, fmt.Errorf("%s worker: %w", name, err)
+		}
+		var res workerResult
+		if err := decodeWorker(stdout.Bytes(), &res); err != nil {
+			return o, fmt.Errorf("%s worker said %q: %w", name, stdout.String(), err)
+		}
+		o.claimed, o.errs = res.Pushed, res.Errors
+		return o, nil
+	}
 }
 
 // naiveSeq is a loop over `docker push`: one full push per tag, each checking
@@ -216,29 +314,4 @@ func put(ctx context.Context, client *http.Client, u, mediaType string, body []b
 		return fmt.Errorf("PUT %s: %s", u, resp.Status)
 	}
 	return nil
-}
-
-// tagpush is the real code path: the job the action runs, from its flags.
-func tagpush(ctx context.Context, w worker) (int, []string) {
-	var refs []string
-	for _, t := range w.tags() {
-		refs = append(refs, t.String())
-	}
-	var out bytes.Buffer
-	code := job.Run(ctx, job.Env{
-		Args:    []string{"--source", w.Source, "--tags", strings.Join(refs, "\n"), "--concurrency", "4"},
-		Getenv:  func(string) string { return "" },
-		Stdout:  &out,
-		Stderr:  io.Discard,
-		Version: "bench",
-	})
-	pushed := strings.Count(out.String(), "\npushed ")
-	if strings.HasPrefix(out.String(), "pushed ") {
-		pushed++
-	}
-	var errs []string
-	if code != 0 {
-		errs = append(errs, fmt.Sprintf("exit %d", code))
-	}
-	return pushed, errs
 }

@@ -1,14 +1,20 @@
-// Command bench races tagpush against per-tag pushing on a real registry (the
-// CNCF Distribution registry behind the fault layer, shaped like a CI runner
-// talking to a remote registry) and prints a markdown table.
+// Command bench races tagpush against per-tag pushing and the best peer (oras)
+// on a real registry (the CNCF Distribution registry on disk, behind the fault
+// layer, shaped like a CI runner talking to a remote registry) and prints a
+// markdown table.
 //
 //	go run ./bench                       # healthy and ghcr, 20 tags, 5 x 8 MiB, 3 runs
+//	go run ./bench --suite reference     # the read-path cases, tagpush next to oras
 //	go run ./bench --faults none,flaky --tags 50 --runs 5 --json
 //	go run ./bench --memory              # peak memory pushing a 1 GiB image
 //	go run ./bench --scale               # 100 vs 1,000 tags
 //
-// Each run of each contender is its own process, on a fresh repository, so its
-// wall time and peak memory (max RSS) are its own.
+// tagpush runs as users run it: the binary, built once per bench run, started
+// as the GitHub runner starts the action (INPUT_* variables, file commands),
+// its outputs read back. Each run of each contender is its own process, on a
+// fresh repository, so its wall time and peak memory (max RSS) are its own;
+// the runs of the contenders take turns (run 1 of each, then run 2 of each),
+// so a slow spell of the machine does not land on one of them.
 package main
 
 import (
@@ -21,7 +27,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -55,6 +60,14 @@ type settings struct {
 	mbit                         float64
 	asJSON, memory, scale        bool
 	memoryMiB                    int
+	suite, version               string
+}
+
+// bench is one bench run's registry, binaries and scratch space.
+type bench struct {
+	reg  *testregistry.Registry
+	env  *benchEnv
+	work string
 }
 
 func run() error {
@@ -73,6 +86,8 @@ func run() error {
 	flag.BoolVar(&s.memory, "memory", false, "instead: peak memory of tagpush pushing a large image from an OCI layout and a docker-archive")
 	flag.IntVar(&s.memoryMiB, "memory-mib", 1024, "image size for --memory")
 	flag.BoolVar(&s.scale, "scale", false, "instead: tagpush with 100 and with 1,000 tags")
+	flag.StringVar(&s.suite, "suite", "", "instead: a named set of cases: reference (the read-path cases: healthy, 200 tags, ghcr-like, an index; tagpush and oras)")
+	flag.StringVar(&s.version, "registry-version", testregistry.DefaultVersion, "Distribution release to run (v3.0.0, v3.1.2)")
 	flag.Parse()
 	s.scenarios = strings.Split(scenarios, ",")
 	s.contenders = strings.Split(who, ",")
@@ -86,6 +101,9 @@ func run() error {
 			return err
 		}
 	}
+	if s.suite != "" && s.suite != "reference" {
+		return fmt.Errorf("unknown suite %q (known: reference)", s.suite)
+	}
 
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "tagpush-bench-")
@@ -93,50 +111,161 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	fmt.Fprintln(os.Stderr, "bench: starting the Distribution registry (the first run builds it)")
-	reg, err := testregistry.Start(ctx, testregistry.Options{OnDisk: true})
+	b, err := setUp(ctx, s, work)
 	if err != nil {
 		return err
 	}
-	defer reg.Close()
-
-	if slices.Contains(s.contenders, "oras") && os.Getenv(orasEnv) == "" {
-		fmt.Fprintln(os.Stderr, "bench: installing oras (the first run builds it)")
-		bin, err := testregistry.Tool(ctx, testregistry.OrasModule, "oras")
-		if err != nil {
-			return err
-		}
-		os.Setenv(orasEnv, bin)
-	}
+	defer b.reg.Close()
 
 	switch {
 	case s.memory:
-		return memoryBench(ctx, s, reg, work)
+		return b.memoryBench(ctx, s)
 	case s.scale:
-		return scaleBench(ctx, s, reg, work)
+		return b.scaleBench(ctx, s)
+	case s.suite == "reference":
+		return b.referenceBench(ctx, s)
 	}
-	return raceBench(ctx, s, reg, work)
+	return b.raceBench(ctx, s)
+}
+
+// setUp builds tagpush, starts the registry and finds the peers.
+func setUp(ctx context.Context, s settings, work string) (*bench, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	env := &benchEnv{self: self, tagpush: filepath.Join(work, "tagpush")}
+	fmt.Fprintln(os.Stderr, "bench: building tagpush (the binary users run)")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=bench", "-o", env.tagpush, ".")
+	build.Dir = moduleRoot()
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build tagpush: %w\n%s", err, out)
+	}
+	fmt.Fprintf(os.Stderr, "bench: starting Distribution %s on disk (the first run builds it)\n", s.version)
+	bin, err := testregistry.BinaryVersion(ctx, s.version)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := testregistry.Start(ctx, testregistry.Options{OnDisk: true, Binary: bin})
+	if err != nil {
+		return nil, err
+	}
+	if slices.Contains(s.contenders, "oras") || s.suite != "" {
+		fmt.Fprintln(os.Stderr, "bench: installing oras (the first run builds it)")
+		if env.oras, err = testregistry.Tool(ctx, testregistry.OrasModule, "oras"); err != nil {
+			reg.Close()
+			return nil, err
+		}
+	}
+	return &bench{reg: reg, env: env, work: work}, nil
+}
+
+// moduleRoot is the directory of tagpush's go.mod.
+func moduleRoot() string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "."
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
 }
 
 // row is one line of the table: the median run of a contender in a scenario.
 type row struct {
-	Scenario      string   `json:"scenario"`
-	Contender     string   `json:"contender"`
-	Tags          int      `json:"tags"`
-	WallSeconds   float64  `json:"wall_seconds"`
-	MinSeconds    float64  `json:"min_seconds"`
-	MaxSeconds    float64  `json:"max_seconds"`
-	Pushed        []int    `json:"pushed_per_run"`
-	BlobBytes     int64    `json:"blob_bytes"`
-	Requests      int      `json:"requests"`
-	Injected      int      `json:"faults_injected"`
-	PeakRSSMiB    float64  `json:"peak_rss_mib"`
-	Errors        []string `json:"errors,omitempty"`
-	ImageBlobByte int64    `json:"image_blob_bytes"`
+	Scenario      string    `json:"scenario"`
+	Contender     string    `json:"contender"`
+	Tags          int       `json:"tags"`
+	WallSeconds   float64   `json:"wall_seconds"`
+	MinSeconds    float64   `json:"min_seconds"`
+	MaxSeconds    float64   `json:"max_seconds"`
+	Pushed        []int     `json:"pushed_per_run"`
+	BlobBytes     int64     `json:"blob_bytes"`
+	Requests      int       `json:"requests"`
+	Injected      int       `json:"faults_injected"`
+	Injected500   []int     `json:"injected_500s_per_run"`
+	Walls         []float64 `json:"wall_seconds_per_run"`
+	RequestsRuns  []int     `json:"requests_per_run"`
+	PeakRSSMiB    float64   `json:"peak_rss_mib"`
+	Errors        []string  `json:"errors,omitempty"`
+	ImageBlobByte int64     `json:"image_blob_bytes"`
 }
 
-func raceBench(ctx context.Context, s settings, reg *testregistry.Registry, work string) error {
-	dir := filepath.Join(work, "image")
+// measure runs contender c once on a fresh repository and reads what the
+// registry saw; the tags verified are counted by reading the registry
+// directly, whatever the contender claimed.
+func (b *bench) measure(ctx context.Context, c string, cfg faults.Config, repo, src string, tags int, digest v1.Hash) (sample, error) {
+	b.reg.Faults.Reset(cfg)
+	dir, err := os.MkdirTemp(b.work, "run-")
+	if err != nil {
+		return sample{}, err
+	}
+	defer os.RemoveAll(dir)
+	o, err := contenders[c](ctx, b.env, job{Registry: b.reg.Host, Repo: repo, Source: src, Tags: tags, Dir: dir})
+	if err != nil {
+		return sample{}, err
+	}
+	smp := sample{outcome: o, stats: b.reg.Faults.Stats()}
+	smp.pushed = verify(b.reg, repo, tags, digest)
+	return smp, nil
+}
+
+// race runs every contender runs times, taking turns, and summarizes each.
+func (b *bench) race(ctx context.Context, scenario string, cfg faults.Config, names []string, runs int, src string, tags int, digest v1.Hash) ([]row, error) {
+	samples := make(map[string][]sample)
+	for i := range runs {
+		cfg.Seed = uint64(i + 1)
+		for _, c := range names {
+			repo := fmt.Sprintf("bench/%s-%s-%d", slug(scenario), c, i)
+			smp, err := b.measure(ctx, c, cfg, repo, src, tags, digest)
+			if err != nil {
+				return nil, err
+			}
+			samples[c] = append(samples[c], smp)
+			fmt.Fprintf(os.Stderr, "bench: %-28s %-9s run %d: %.2fs, %d/%d tags, %d requests, %d faults%s\n", scenario, c, i+1, smp.wall.Seconds(), smp.pushed, tags, smp.stats.Requests, smp.stats.TotalInjected(), timeline(smp.stats))
+		}
+	}
+	var rows []row
+	for _, c := range names {
+		rows = append(rows, summarize(scenario, c, tags, samples[c]))
+	}
+	return rows, nil
+}
+
+// timeline says when the registry saw the first request, the first and
+// last manifest PUT, and the last request, from the first request on.
+func timeline(st faults.Stats) string {
+	if os.Getenv("BENCH_TIMELINE") == "" || st.FirstRequest.IsZero() {
+		return ""
+	}
+	var first, last time.Time
+	for _, ts := range st.ManifestPutTimes {
+		for _, t := range ts {
+			if first.IsZero() || t.Before(first) {
+				first = t
+			}
+			if t.After(last) {
+				last = t
+			}
+		}
+	}
+	ms := func(t time.Time) string { return t.Sub(st.FirstRequest).Round(time.Millisecond).String() }
+	return fmt.Sprintf(" [manifest PUTs %s..%s, last request %s, peak writes %d, peak reads %d]", ms(first), ms(last), ms(st.LastRequest), st.PeakWrites, st.PeakReads)
+}
+
+func slug(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		} else if b.Len() > 0 && !strings.HasSuffix(b.String(), "-") {
+			b.WriteByte('-')
+		}
+	}
+	return strings.Trim(b.String(), "-")
+}
+
+func (b *bench) raceBench(ctx context.Context, s settings) error {
+	dir := filepath.Join(b.work, "image")
 	platforms := []string(nil)
 	if s.platforms > 1 {
 		platforms = []string{"linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x", "linux/ppc64le", "linux/riscv64"}[:min(s.platforms, 6)]
@@ -155,24 +284,14 @@ func raceBench(ctx context.Context, s settings, reg *testregistry.Registry, work
 		cfg, _ := faults.Preset(sc)
 		cfg.Latency = s.latency
 		cfg.UploadBytesPerSec = int64(s.mbit * 1e6 / 8)
-		for _, c := range s.contenders {
-			var samples []sample
-			for i := range s.runs {
-				cfg.Seed = uint64(i + 1)
-				reg.Faults.Reset(cfg)
-				repo := fmt.Sprintf("bench/%s-%s-%d", sc, c, i)
-				smp, err := runOnce(ctx, c, reg, repo, "oci:"+dir, s.tags)
-				if err != nil {
-					return err
-				}
-				smp.pushed = verify(reg, repo, s.tags, digest)
-				samples = append(samples, smp)
-				fmt.Fprintf(os.Stderr, "bench: %-6s %-9s run %d: %.2fs, %d/%d tags, %d faults\n", sc, c, i+1, smp.wall.Seconds(), smp.pushed, s.tags, smp.stats.TotalInjected())
-			}
-			r := summarize(sc, c, s.tags, samples)
-			r.ImageBlobByte = blobBytes
-			rows = append(rows, r)
+		rs, err := b.race(ctx, sc, cfg, s.contenders, s.runs, "oci:"+dir, s.tags, digest)
+		if err != nil {
+			return err
 		}
+		for i := range rs {
+			rs[i].ImageBlobByte = blobBytes
+		}
+		rows = append(rows, rs...)
 	}
 	if s.asJSON {
 		return json.NewEncoder(os.Stdout).Encode(rows)
@@ -180,9 +299,9 @@ func raceBench(ctx context.Context, s settings, reg *testregistry.Registry, work
 	if len(platforms) > 0 {
 		fmt.Printf("An index of %d platforms, each: ", len(platforms))
 	}
-	fmt.Printf("Image: %d x %d MiB random layers (%s of blobs). Registry: Distribution v3.1.2 behind the fault layer, %s latency per request, %.0f Mbit/s upload cap. %d runs each, median shown.\n\n",
-		s.layers, s.layerMiB, mib(blobBytes), s.latency, s.mbit, s.runs)
-	fmt.Println("| scenario | contender | tags | wall s (median) | min–max | tags pushed per run | blob MiB uploaded | requests | faults injected | peak RSS MiB |")
+	fmt.Printf("Image: %d x %d MiB random layers (%s of blobs). Registry: Distribution %s on disk behind the fault layer, %s latency per request, %.0f Mbit/s upload cap. %d runs each, taking turns, median shown.\n\n",
+		s.layers, s.layerMiB, mib(blobBytes), s.version, s.latency, s.mbit, s.runs)
+	fmt.Println("| scenario | contender | tags | wall s (median) | min–max | tags verified per run | blob MiB uploaded | requests | faults injected | peak RSS MiB |")
 	fmt.Println("|---|---|---:|---:|---|---|---:|---:|---:|---:|")
 	for _, r := range rows {
 		fmt.Printf("| %s | %s | %d | %.2f | %.2f–%.2f | %s | %.1f | %d | %d | %.0f |\n",
@@ -190,6 +309,102 @@ func raceBench(ctx context.Context, s settings, reg *testregistry.Registry, work
 	}
 	printRatios(rows)
 	return nil
+}
+
+// refCase is one case of the reference suite.
+type refCase struct {
+	name      string
+	tags      int
+	latency   time.Duration
+	faults    faults.Config
+	platforms int
+}
+
+// referenceCases are the cases the read path is measured on, as the issue
+// that set its goals measured them: 5 x 8 MiB layers, no bandwidth cap
+// (round trips decide), ghcr-like meaning a 500 to a write above 2 in
+// flight and 5% of writes at random.
+func referenceCases() []refCase {
+	ghcr := faults.Config{MaxWrites: 2, WriteErrorRate: 0.05}
+	harsh := faults.Config{MaxWrites: 2, WriteErrorRate: 0.10, TooManyRate: 0.05, RetryAfter: "1"}
+	return []refCase{
+		{"healthy, +20 ms, 20 tags", 20, 20 * time.Millisecond, faults.Config{}, 1},
+		{"healthy, loopback, 200 tags", 200, 0, faults.Config{}, 1},
+		{"ghcr-like, loopback, 10 tags", 10, 0, ghcr, 1},
+		{"ghcr-like + 10% 500 + 5% 429, +20 ms, 20 tags", 20, 20 * time.Millisecond, harsh, 1},
+		{"2-platform index, ghcr-like, +20 ms, 10 tags", 10, 20 * time.Millisecond, ghcr, 2},
+		{"healthy, +20 ms, 10 tags", 10, 20 * time.Millisecond, faults.Config{}, 1},
+	}
+}
+
+func (b *bench) referenceBench(ctx context.Context, s settings) error {
+	sources := make(map[int]string)
+	digests := make(map[int]v1.Hash)
+	var rows []row
+	for _, c := range referenceCases() {
+		if _, ok := sources[c.platforms]; !ok {
+			dir := filepath.Join(b.work, fmt.Sprintf("image-%d", c.platforms))
+			var platforms []string
+			if c.platforms > 1 {
+				platforms = []string{"linux/amd64", "linux/arm64"}
+			}
+			d, err := testimage.WriteRandomIndexLayout(dir, platforms, 5, 8<<20, 1)
+			if err != nil {
+				return err
+			}
+			sources[c.platforms], digests[c.platforms] = "oci:"+dir, d
+		}
+		cfg := c.faults
+		cfg.Latency = c.latency
+		rs, err := b.race(ctx, c.name, cfg, []string{"oras", "tagpush"}, s.runs, sources[c.platforms], c.tags, digests[c.platforms])
+		if err != nil {
+			return err
+		}
+		rows = append(rows, rs...)
+	}
+	if s.asJSON {
+		return json.NewEncoder(os.Stdout).Encode(rows)
+	}
+	fmt.Printf("Reference cases: 5 x 8 MiB random layers (an index: 2 platforms, each its own), no bandwidth cap. Registry: Distribution %s on disk behind the fault layer. tagpush as the built binary in GitHub mode, oras cp v1.3.6 with its defaults, %d runs each, taking turns, median shown; a run counts the tags that resolve to the digest in the registry afterwards.\n\n", s.version, s.runs)
+	fmt.Println("| case | contender | wall s (median) | min–max | tags verified per run | requests per run | injected 500s per run | peak RSS MiB |")
+	fmt.Println("|---|---|---:|---|---|---|---|---:|")
+	for _, r := range rows {
+		fmt.Printf("| %s | %s | %.2f | %.2f–%.2f | %s | %s | %s | %.0f |\n",
+			r.Scenario, r.Contender, r.WallSeconds, r.MinSeconds, r.MaxSeconds, joinInts(r.Pushed), joinInts(r.RequestsRuns), joinInts(r.Injected500), r.PeakRSSMiB)
+	}
+	fmt.Println()
+	for i := 0; i+1 < len(rows); i += 2 {
+		o, t := rows[i], rows[i+1]
+		line := fmt.Sprintf("- %s: tagpush / oras = %.2fx", o.Scenario, t.WallSeconds/o.WallSeconds)
+		if whole := o.wholeWalls(); len(whole) < len(o.Pushed) {
+			// A run that left tags out is no time to beat: compare with
+			// the peer's runs that pushed every tag, if any.
+			line += fmt.Sprintf(" (oras pushed every tag in %d of %d runs", len(whole), len(o.Pushed))
+			if len(whole) > 0 {
+				line += fmt.Sprintf("; against those: %.2fx", t.WallSeconds/median(whole))
+			}
+			line += ")"
+		}
+		fmt.Println(line)
+	}
+	return nil
+}
+
+// wholeWalls is the wall times of the runs that left no tag out.
+func (r row) wholeWalls() []float64 {
+	var out []float64
+	for i, n := range r.Pushed {
+		if n == r.Tags {
+			out = append(out, r.Walls[i])
+		}
+	}
+	return out
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 func printRatios(rows []row) {
@@ -228,34 +443,9 @@ func printRatios(rows []row) {
 }
 
 type sample struct {
-	wall   time.Duration
-	rss    int64
+	outcome
 	stats  faults.Stats
 	pushed int
-	errs   []string
-}
-
-// runOnce runs one contender in a child process and reads what the registry saw.
-func runOnce(ctx context.Context, contender string, reg *testregistry.Registry, repo, src string, tags int) (sample, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return sample{}, err
-	}
-	cmd := exec.CommandContext(ctx, self, "worker", "--contender", contender, "--registry", reg.Host, "--repo", repo, "--source", src, "--tags", fmt.Sprint(tags))
-	cmd.Env = []string{"HOME=" + os.TempDir(), "PATH=" + os.Getenv("PATH"), orasEnv + "=" + os.Getenv(orasEnv)}
-	cmd.Stderr = os.Stderr
-	start := time.Now()
-	out, err := cmd.Output()
-	wall := time.Since(start)
-	if err != nil {
-		return sample{}, fmt.Errorf("%s worker: %w", contender, err)
-	}
-	var res workerResult
-	if err := json.Unmarshal(out, &res); err != nil {
-		return sample{}, fmt.Errorf("%s worker said %q: %w", contender, out, err)
-	}
-	rss := max(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss*1024, res.ChildRSS)
-	return sample{wall: wall, rss: rss, stats: reg.Faults.Stats(), errs: res.Errors}, nil
 }
 
 // verify counts the tags that resolve to digest, asking the registry directly.
@@ -279,6 +469,9 @@ func summarize(sc, c string, tags int, ss []sample) row {
 	for i, s := range ss {
 		walls[i] = s.wall.Seconds()
 		r.Pushed = append(r.Pushed, s.pushed)
+		r.RequestsRuns = append(r.RequestsRuns, s.stats.Requests)
+		r.Injected500 = append(r.Injected500, s.stats.Injected["500"])
+		r.Walls = append(r.Walls, s.wall.Seconds())
 		r.PeakRSSMiB = max(r.PeakRSSMiB, float64(s.rss)/(1<<20))
 		for _, e := range s.errs {
 			if len(r.Errors) < 5 {
@@ -330,7 +523,8 @@ func imageBlobBytes(dir string) (int64, error) {
 	return n, nil
 }
 
-func memoryBench(ctx context.Context, s settings, reg *testregistry.Registry, work string) error {
+func (b *bench) memoryBench(ctx context.Context, s settings) error {
+	work, reg := b.work, b.reg
 	dir := filepath.Join(work, "big")
 	const layers = 4
 	fmt.Fprintf(os.Stderr, "bench: generating a %d MiB image\n", s.memoryMiB)
@@ -346,9 +540,8 @@ func memoryBench(ctx context.Context, s settings, reg *testregistry.Registry, wo
 	fmt.Println("| source | wall s | tags pushed | blob MiB uploaded | peak RSS MiB |")
 	fmt.Println("|---|---:|---:|---:|---:|")
 	for _, src := range []string{"oci:" + dir, "docker-archive:" + archive} {
-		reg.Faults.Reset(faults.Config{})
 		repo := "bench/memory-" + strings.SplitN(src, ":", 2)[0]
-		smp, err := runOnce(ctx, "tagpush", reg, repo, src, 3)
+		smp, err := b.measure(ctx, "tagpush", faults.Config{}, repo, src, 3, digest)
 		if err != nil {
 			return err
 		}
@@ -383,9 +576,10 @@ func writeArchive(dir string, digest v1.Hash, path string) error {
 	return tarball.WriteToFile(path, tag, img)
 }
 
-func scaleBench(ctx context.Context, s settings, reg *testregistry.Registry, work string) error {
-	dir := filepath.Join(work, "image")
-	if _, err := testimage.WriteRandomLayout(dir, s.layers, int64(s.layerMiB)<<20, 1); err != nil {
+func (b *bench) scaleBench(ctx context.Context, s settings) error {
+	dir := filepath.Join(b.work, "image")
+	digest, err := testimage.WriteRandomLayout(dir, s.layers, int64(s.layerMiB)<<20, 1)
+	if err != nil {
 		return err
 	}
 	cfg := faults.Config{Latency: s.latency, UploadBytesPerSec: int64(s.mbit * 1e6 / 8)}
@@ -394,8 +588,7 @@ func scaleBench(ctx context.Context, s settings, reg *testregistry.Registry, wor
 	fmt.Println("|---:|---:|---:|---:|---:|")
 	var walls []float64
 	for _, n := range []int{100, 1000} {
-		reg.Faults.Reset(cfg)
-		smp, err := runOnce(ctx, "tagpush", reg, fmt.Sprintf("bench/scale-%d", n), "oci:"+dir, n)
+		smp, err := b.measure(ctx, "tagpush", cfg, fmt.Sprintf("bench/scale-%d", n), "oci:"+dir, n, digest)
 		if err != nil {
 			return err
 		}

@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -15,7 +13,7 @@ import (
 	"github.com/tagpush/tagpush/source"
 )
 
-// worker is one contender's run, in a process of its own.
+// worker is an in-process contender's run, in a process of its own.
 type worker struct {
 	Contender, Registry, Repo, Source string
 	Tags                              int
@@ -24,25 +22,19 @@ type worker struct {
 type workerResult struct {
 	Pushed int      `json:"pushed"`
 	Errors []string `json:"errors"`
-	// ChildRSS is the peak memory of a program the worker ran (oras), in bytes.
-	ChildRSS int64 `json:"child_rss"`
 }
 
-// childRSS is where a contender that runs another program leaves its peak memory.
-var childRSS int64
+func decodeWorker(b []byte, res *workerResult) error { return json.Unmarshal(b, res) }
 
-func (worker) childRSS(cmd *exec.Cmd) {
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		childRSS = ru.Maxrss * 1024
-	}
+// workers are the contenders that run as Go code in a worker process.
+var workers = map[string]func(context.Context, worker) (int, []string){
+	"naive-seq": naiveSeq,
+	"naive-par": naivePar,
+	"floor":     floor,
 }
 
 func (w worker) tags() []name.Tag {
-	out := make([]name.Tag, w.Tags)
-	for i := range out {
-		out[i], _ = name.NewTag(fmt.Sprintf("%s/%s:t%d", w.Registry, w.Repo, i))
-	}
-	return out
+	return job{Registry: w.Registry, Repo: w.Repo, Tags: w.Tags}.tags()
 }
 
 func (w worker) image() (v1.Image, error) {
@@ -57,15 +49,15 @@ func (w worker) image() (v1.Image, error) {
 	return i, nil
 }
 
-// digest is the digest of the source: an image's or an index's.
-func (w worker) digest() (v1.Hash, error) {
-	img, err := source.Open(context.Background(), w.Source, source.Options{})
+// sourceDigest is the digest of the source: an image's or an index's.
+func sourceDigest(src string) (v1.Hash, error) {
+	img, err := source.Open(context.Background(), src, source.Options{})
 	if err != nil {
 		return v1.Hash{}, err
 	}
 	d, ok := img.Taggable.(interface{ Digest() (v1.Hash, error) })
 	if !ok {
-		return v1.Hash{}, fmt.Errorf("%s has no digest", w.Source)
+		return v1.Hash{}, fmt.Errorf("%s has no digest", src)
 	}
 	return d.Digest()
 }
@@ -81,13 +73,13 @@ func runWorker(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	c, ok := contenders[w.Contender]
+	c, ok := workers[w.Contender]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "unknown contender %q\n", w.Contender)
+		fmt.Fprintf(os.Stderr, "unknown worker contender %q\n", w.Contender)
 		return 2
 	}
 	pushed, errs := c(context.Background(), w)
-	if err := json.NewEncoder(os.Stdout).Encode(workerResult{Pushed: pushed, Errors: errs, ChildRSS: childRSS}); err != nil {
+	if err := json.NewEncoder(os.Stdout).Encode(workerResult{Pushed: pushed, Errors: errs}); err != nil {
 		return 1
 	}
 	return 0

@@ -1,43 +1,36 @@
 package pusher
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-
-	"github.com/tagpush/tagpush/queue"
 )
 
-// The blob phase: what a repository needs before any of its tags can be
-// written (every blob, then an index's child manifests). It runs once per
-// repository however many tags share it, and every tag of the repository
-// waits for it without holding a write slot.
+// The blob phase: what a repository needs before any of an image's tags can
+// be written (every blob, then an index's child manifests). It runs once per
+// repository and image however many tags share it, and every tag waits for it
+// holding no slot. A blob is checked and uploaded once per repository however
+// many images of the run share it.
 //
-// Blobs go up with two writes each, a POST that opens an upload and one PUT
-// that carries the whole blob (the registry API's monolithic upload), where
-// go-containerregistry's Pusher sends a POST, a PATCH with the body and an
-// empty PUT: one write fewer per blob, and each write is one more chance for
-// a registry that fails above N writes in flight to fail. The existence
-// checks (HEAD) of all blobs go out at once: they are reads, and hold no slot.
-// The requests travel on go-containerregistry's authenticated transport (ping,
-// token exchange, scopes are its). Blobs that can be mounted from another
-// repository of the registry (a registry: source) go through its Pusher, which
-// knows how to mount.
+// Each blob is first looked for (HEAD, a read: the read budget bounds it,
+// and its failures are retried as reads). A missing blob goes up with two
+// writes, a POST that opens an upload and one PUT that carries the whole
+// blob (the registry API's monolithic upload), where go-containerregistry's
+// Pusher sends a POST, a PATCH with the body and an empty PUT: one write
+// fewer per blob, and each write is one more chance for a registry that
+// fails above N writes in flight to fail. Blobs that can be mounted from
+// another repository of the registry (a registry: source) go through
+// go-containerregistry's Pusher, which knows how to mount, and so do blobs
+// for a registry that refused a one-PUT upload.
 
-// phase is one run of a repository's blob phase.
+// phase is one run of shared work: a blob's upload, an image's blob phase,
+// a push of referrers.
 type phase struct {
 	done chan struct{} // closed when the phase has ended
 	// Set before done is closed: how the phase ended.
@@ -46,22 +39,30 @@ type phase struct {
 	last     verdict // its verdict
 }
 
-// ready returns the repository's blob phase once it has ended, starting it
-// when no phase is current. A tag whose context ends first stops waiting;
-// the phase goes on for the others.
-func (rs *repoState) ready(ctx context.Context) (*phase, error) {
-	return rs.join(ctx, &rs.phase, rs.writeContent)
+// join waits, with ctx, for the phase m[key], first starting it with work
+// when there is none, and returns it once it has ended. A phase belongs to
+// the repository, not to the tag that started it: it runs under the run's
+// phase context, and Push waits for it. A caller whose ctx ends stops
+// waiting, and gets no phase (it is still running): the phase goes on for
+// the others.
+func join[K comparable](rs *repoState, ctx context.Context, m map[K]*phase, key K, work func(context.Context) (int, verdict, error)) (*phase, error) {
+	ph := begin(rs, m, key, work)
+	select {
+	case <-ph.done:
+		return ph, ph.err
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
 }
 
-// join waits, with ctx, for the phase in *current, first starting it with work
-// when there is none. A phase belongs to the repository, not to the tag that
-// started it: it runs under the run's phase context, and Push waits for it.
-func (rs *repoState) join(ctx context.Context, current **phase, work func(context.Context) (int, verdict, error)) (*phase, error) {
+// begin returns the phase m[key], starting it with work when there is none.
+func begin[K comparable](rs *repoState, m map[K]*phase, key K, work func(context.Context) (int, verdict, error)) *phase {
 	rs.mu.Lock()
-	ph := *current
+	defer rs.mu.Unlock()
+	ph := m[key]
 	if ph == nil {
 		ph = &phase{done: make(chan struct{})}
-		*current = ph
+		m[key] = ph
 		r := rs.run
 		r.phases.Add(1)
 		go func() {
@@ -70,76 +71,104 @@ func (rs *repoState) join(ctx context.Context, current **phase, work func(contex
 			ph.attempts, ph.last, ph.err = work(r.phaseCtx)
 		}()
 	}
-	rs.mu.Unlock()
-	select {
-	case <-ph.done:
-		return ph, ph.err
-	case <-ctx.Done():
-		return ph, context.Cause(ctx)
-	}
+	return ph
+}
+
+// start starts c's blob phase in the repository, unless one is current,
+// without waiting for it.
+func (rs *repoState) start(c *content) {
+	begin(rs, rs.phases, c, rs.contentWork(c))
+}
+
+func (rs *repoState) contentWork(c *content) func(context.Context) (int, verdict, error) {
+	return func(ctx context.Context) (int, verdict, error) { return rs.writeContent(ctx, c) }
+}
+
+// ready returns once the repository holds c's blobs and child manifests,
+// starting the phase when none is current.
+func (rs *repoState) ready(ctx context.Context, c *content) (*phase, error) {
+	return join(rs, ctx, rs.phases, c, rs.contentWork(c))
 }
 
 // invalidate drops a phase whose result the registry contradicted (it lost a
-// blob it had accepted): the next tag to ask starts a new one, which checks
-// every blob again.
-func (rs *repoState) invalidate(ph *phase) {
+// blob it had accepted), with the blobs it checked: the next tag to ask
+// starts a new phase, which checks every blob again.
+func (rs *repoState) invalidate(c *content, ph *phase) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	if rs.phase == ph {
-		rs.phase, rs.gp = nil, nil
+	if rs.phases[c] != ph {
+		return
 	}
+	delete(rs.phases, c)
+	for _, b := range c.blobs {
+		if bp, ok := rs.blobs[b.digest]; ok {
+			select {
+			case <-bp.done:
+				delete(rs.blobs, b.digest)
+			default: // still running: it checks afresh anyway
+			}
+		}
+	}
+	rs.gp = nil
 }
 
 // writeContent is the blob phase: all blobs at once, each retried on its own,
 // then the child manifests of an index. It reports the failing step.
-func (rs *repoState) writeContent(ctx context.Context) (int, verdict, error) {
-	c := rs.run.content
+func (rs *repoState) writeContent(ctx context.Context, c *content) (int, verdict, error) {
 	type outcome struct {
 		attempts int
 		last     verdict
 		err      error
 	}
-	out := make([]outcome, len(c.blobs))
-	var wg sync.WaitGroup
-	for i, b := range c.blobs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			o := &out[i]
-			o.attempts, o.last, o.err = rs.run.do(ctx, rs.repo.RegistryStr(), rs.label(b.digest), rs.lim, true,
-				func(ctx context.Context) error { return rs.writeBlob(ctx, b) })
-		}()
+	run := func(n int, f func(i int) (int, verdict, error)) error {
+		out := make([]outcome, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				o := &out[i]
+				o.attempts, o.last, o.err = f(i)
+			}()
+		}
+		wg.Wait()
+		for _, o := range out {
+			if o.err != nil {
+				return &spent{attempts: o.attempts, last: o.last, err: o.err}
+			}
+		}
+		return nil
 	}
-	wg.Wait()
-	for _, o := range out {
-		if o.err != nil {
-			return o.attempts, o.last, o.err
+	err := run(len(c.blobs), func(i int) (int, verdict, error) {
+		b := c.blobs[i]
+		ph, err := join(rs, ctx, rs.blobs, b.digest, func(ctx context.Context) (int, verdict, error) {
+			return rs.ensureBlob(ctx, b)
+		})
+		if ph == nil {
+			return 0, verdictOf(ctx, err), err
+		}
+		return ph.attempts, ph.last, err
+	})
+	if err == nil {
+		// Children before parents: every platform image at once, then
+		// indexes (whose children are images or indexes written before
+		// them) in order.
+		images, indexes := c.childrenByKind()
+		err = run(len(images), func(i int) (int, verdict, error) { return rs.putChild(ctx, images[i]) })
+		for _, ch := range indexes {
+			if err != nil {
+				break
+			}
+			if a, v, cerr := rs.putChild(ctx, ch); cerr != nil {
+				err = &spent{attempts: a, last: v, err: cerr}
+			}
 		}
 	}
-	// Children before parents: every platform image at once, then indexes
-	// (whose children are images or indexes written before them) in order.
-	images, indexes := c.childrenByKind()
-	outs := make([]outcome, len(images))
-	for i, ch := range images {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			o := &outs[i]
-			o.attempts, o.last, o.err = rs.putChild(ctx, ch)
-		}()
+	var sp *spent
+	if errors.As(err, &sp) {
+		return sp.attempts, sp.last, sp.err
 	}
-	wg.Wait()
-	for _, o := range outs {
-		if o.err != nil {
-			return o.attempts, o.last, o.err
-		}
-	}
-	for _, ch := range indexes {
-		if a, v, err := rs.putChild(ctx, ch); err != nil {
-			return a, v, err
-		}
-	}
-	return 0, verdict{}, nil
+	return 0, verdict{}, err
 }
 
 func (rs *repoState) label(d v1.Hash) string {
@@ -148,9 +177,9 @@ func (rs *repoState) label(d v1.Hash) string {
 
 // putChild writes one child manifest of an index, by digest.
 func (rs *repoState) putChild(ctx context.Context, ch child) (int, verdict, error) {
-	return rs.run.do(ctx, rs.repo.RegistryStr(), rs.label(ch.digest), rs.lim, true, func(ctx context.Context) error {
-		return rs.write(ctx, func() error {
-			if err := rs.putManifest(ctx, ch.digest.String(), ch.t); err != nil {
+	return rs.run.writes(ctx, rs.reg, rs.label(ch.digest), true, func(ctx context.Context, _ int) error {
+		return rs.run.underSlot(ctx, rs.reg, rs.reg.writes.Acquire, func() error {
+			if _, err := rs.putManifest(ctx, ch.digest.String(), ch.raw, ch.mediaType); err != nil {
 				return fmt.Errorf("put manifest %s: %w", ch.digest, err)
 			}
 			return nil
@@ -158,48 +187,53 @@ func (rs *repoState) putChild(ctx context.Context, ch child) (int, verdict, erro
 	})
 }
 
-// write runs f, one write request or a short sequence of them, holding a
-// write slot of the registry.
-func (rs *repoState) write(ctx context.Context, f func() error) error {
-	s, err := rs.lim.Acquire(ctx)
-	if err != nil {
-		return err
+// ensureBlob makes sure the repository has one blob: a read, then, when it
+// is missing, an upload under a write slot, retried on its own. An attempt
+// after one whose answer was lost or ambiguous reads again first: the
+// registry may have committed the blob.
+func (rs *repoState) ensureBlob(ctx context.Context, b blob) (int, verdict, error) {
+	r := rs.run
+	what := rs.label(b.digest)
+	if _, ok := b.layer.(*remote.MountableLayer); ok || r.chunkedOnly(rs.reg.host) {
+		return r.writes(ctx, rs.reg, what, true, func(ctx context.Context, _ int) error {
+			return r.underSlot(ctx, rs.reg, rs.reg.writes.Acquire, func() error { return rs.uploadWithPusher(ctx, b) })
+		})
 	}
-	defer s.Release()
-	return f()
-}
-
-// writeBlob makes sure one blob is in the repository: a HEAD, then, when it is
-// missing, an upload under a write slot.
-func (rs *repoState) writeBlob(ctx context.Context, b blob) error {
-	host := rs.repo.RegistryStr()
-	if _, ok := b.layer.(*remote.MountableLayer); ok || rs.run.chunkedOnly(host) {
-		return rs.write(ctx, func() error { return rs.uploadWithPusher(ctx, b) })
-	}
-	client, err := rs.httpClient(ctx)
-	if err != nil {
-		return err
-	}
-	base := fmt.Sprintf("%s://%s/v2/%s/blobs/", rs.repo.Scheme(), host, rs.repo.RepositoryStr())
-	exists, err := blobExists(ctx, client, base+b.digest.String())
-	if err != nil {
-		return fmt.Errorf("check blob %s: %w", b.digest, err)
-	}
-	if exists {
-		return nil
-	}
-	return rs.write(ctx, func() error {
-		err := uploadBlob(ctx, client, base+"uploads/", b)
-		if refusesMonolithic(err) {
-			// Take the registry at its word: chunked uploads from now on,
-			// starting with this blob, in this attempt.
-			rs.run.noteChunkedOnly(host)
-			return rs.uploadWithPusher(ctx, b)
-		}
+	exists := func(ctx context.Context) (bool, error) {
+		var found bool
+		_, _, err := r.reads(ctx, rs.reg, "check blob "+what, func(ctx context.Context) error {
+			var err error
+			found, err = rs.blobExists(ctx, b.digest)
+			return err
+		})
 		if err != nil {
-			return fmt.Errorf("upload blob %s: %w", b.digest, err)
+			err = fmt.Errorf("check blob %s: %w", b.digest, err)
+			return false, &spent{attempts: 1, last: verdictOf(ctx, err), err: err}
 		}
-		return nil
+		return found, nil
+	}
+	if found, err := exists(ctx); err != nil || found {
+		return 1, verdictOf(ctx, err), err
+	}
+	return r.writes(ctx, rs.reg, what, true, func(ctx context.Context, attempt int) error {
+		if attempt > 1 {
+			if found, err := exists(ctx); err != nil || found {
+				return err
+			}
+		}
+		return r.underSlot(ctx, rs.reg, rs.reg.writes.Acquire, func() error {
+			err := rs.uploadBlob(ctx, b)
+			if refusesMonolithic(err) {
+				// Take the registry at its word: chunked uploads from now
+				// on, starting with this blob, in this attempt.
+				r.noteChunkedOnly(rs.reg.host)
+				return rs.uploadWithPusher(ctx, b)
+			}
+			if err != nil {
+				return fmt.Errorf("upload blob %s: %w", b.digest, err)
+			}
+			return nil
+		})
 	})
 }
 
@@ -211,7 +245,14 @@ func (rs *repoState) uploadWithPusher(ctx context.Context, b blob) error {
 	if err != nil {
 		return err
 	}
-	if err := gp.Upload(ctx, rs.repo, b.layer); err != nil {
+	// What is read from the source fails as the source's; a mountable
+	// layer stays one (go-containerregistry mounts only what it sees as
+	// mountable), with its reads, for when the mount is refused, marked.
+	var l v1.Layer = sourceLayer{b.layer}
+	if ml, ok := b.layer.(*remote.MountableLayer); ok {
+		l = &remote.MountableLayer{Layer: sourceLayer{ml.Layer}, Reference: ml.Reference}
+	}
+	if err := gp.Upload(ctx, rs.repo, l); err != nil {
 		return fmt.Errorf("upload blob %s: %w", b.digest, err)
 	}
 	return nil
@@ -229,273 +270,4 @@ func refusesMonolithic(err error) bool {
 		return true
 	}
 	return false
-}
-
-// httpClient returns the repository's authenticated client, made once per
-// phase (it pings the registry and fetches a push token).
-func (rs *repoState) httpClient(ctx context.Context) (*http.Client, error) {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if rs.client != nil {
-		return rs.client, nil
-	}
-	r := rs.run
-	auth, err := authn.Resolve(ctx, r.cfg.keychain, rs.repo)
-	if err != nil {
-		return nil, fmt.Errorf("credentials for %s: %w", rs.repo, err)
-	}
-	t := transport.NewUserAgent(r.transport, r.cfg.userAgent)
-	tr, err := transport.NewWithContext(ctx, rs.repo.Registry, auth, t, []string{rs.repo.Scope(transport.PushScope)})
-	if err != nil {
-		return nil, err
-	}
-	rs.client = &http.Client{Transport: tr, CheckRedirect: checkRedirect}
-	return rs.client, nil
-}
-
-func blobExists(ctx context.Context, client *http.Client, u string) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
-	if err != nil {
-		return false, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if err := transport.CheckError(resp, http.StatusOK, http.StatusNotFound); err != nil {
-		return false, err
-	}
-	return resp.StatusCode == http.StatusOK, nil
-}
-
-// openUpload opens an upload session (POST .../blobs/uploads/) and returns
-// where its content goes.
-func openUpload(ctx context.Context, client *http.Client, uploads string) (*url.URL, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, uploads, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	err = transport.CheckError(resp, http.StatusAccepted)
-	resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	return uploadLocation(resp)
-}
-
-// uploadBlob opens an upload session and sends the whole blob in one PUT.
-func uploadBlob(ctx context.Context, client *http.Client, uploads string, b blob) error {
-	loc, err := openUpload(ctx, client, uploads)
-	if err != nil {
-		return err
-	}
-	q := loc.Query()
-	q.Set("digest", b.digest.String())
-	loc.RawQuery = q.Encode()
-
-	body, err := b.layer.Compressed()
-	if err != nil {
-		return fmt.Errorf("read blob: %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), body)
-	if err != nil {
-		body.Close()
-		return err
-	}
-	req.ContentLength = b.size
-	req.GetBody = b.layer.Compressed
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return transport.CheckError(resp, http.StatusCreated)
-}
-
-// uploadLocation resolves the upload session's Location. Like
-// go-containerregistry, it refuses a Location that moves the upload to
-// another host with a private or loopback address: a registry must not be
-// able to point our blob at an internal service.
-func uploadLocation(resp *http.Response) (*url.URL, error) {
-	loc := resp.Header.Get("Location")
-	if loc == "" {
-		return nil, fmt.Errorf("registry opened an upload without a Location")
-	}
-	u, err := url.Parse(loc)
-	if err != nil {
-		return nil, fmt.Errorf("upload Location %q: %w", loc, err)
-	}
-	u = resp.Request.URL.ResolveReference(u)
-	if u.Hostname() != resp.Request.URL.Hostname() && privateIP(u.Hostname()) {
-		return nil, fmt.Errorf("registry sent the upload to a private address %s: refused", u.Hostname())
-	}
-	return u, nil
-}
-
-// checkRedirect follows redirects as go-containerregistry does, refusing one
-// that moves a request to another host with a private or loopback address;
-// how many redirects a request may follow is redirectLimitTransport's to say.
-func checkRedirect(req *http.Request, via []*http.Request) error {
-	if len(via) > 0 && req.URL.Hostname() != via[0].URL.Hostname() && privateIP(req.URL.Hostname()) {
-		return fmt.Errorf("registry redirected a request to a private address %s: refused", req.URL.Hostname())
-	}
-	return nil
-}
-
-func privateIP(host string) bool {
-	ip := net.ParseIP(host)
-	return ip != nil && (ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast())
-}
-
-// pusher returns the repository's go-containerregistry Pusher, for mountable
-// blobs and chunked uploads.
-func (rs *repoState) pusher() (*remote.Pusher, error) {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if rs.gp == nil {
-		gp, err := remote.NewPusher(rs.run.remoteOptions()...)
-		if err != nil {
-			return nil, err
-		}
-		rs.gp = gp
-	}
-	return rs.gp, nil
-}
-
-// repoState is one destination repository's share of a run.
-type repoState struct {
-	repo name.Repository
-	run  *run
-	lim  *queue.Limiter // the registry's write limit
-
-	mu     sync.Mutex
-	phase  *phase
-	gp     *remote.Pusher
-	client *http.Client
-	refs   *phase // the referrers' push, once per run
-}
-
-// manifestAccept is every manifest media type tagpush pushes, for HEAD.
-var manifestAccept = strings.Join([]string{
-	string(types.OCIManifestSchema1), string(types.OCIImageIndex),
-	string(types.DockerManifestSchema2), string(types.DockerManifestList),
-}, ", ")
-
-// manifestURL is where a manifest of the repository lives, by tag or digest.
-func (rs *repoState) manifestURL(ref string) string {
-	return fmt.Sprintf("%s://%s/v2/%s/manifests/%s", rs.repo.Scheme(), rs.repo.RegistryStr(), rs.repo.RepositoryStr(), ref)
-}
-
-// putManifest writes t's manifest as ref (a tag or a digest) with the
-// repository's client, which the blob phase has already authenticated: a
-// Pusher or Puller of go-containerregistry would ping the registry (and fetch
-// a token) first, on the critical path of every run.
-func (rs *repoState) putManifest(ctx context.Context, ref string, t remote.Taggable) error {
-	client, err := rs.httpClient(ctx)
-	if err != nil {
-		return err
-	}
-	raw, err := t.RawManifest()
-	if err != nil {
-		return fmt.Errorf("read manifest: %w", err)
-	}
-	mt, err := t.(interface {
-		MediaType() (types.MediaType, error)
-	}).MediaType()
-	if err != nil {
-		return fmt.Errorf("read manifest media type: %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, rs.manifestURL(ref), bytes.NewReader(raw))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", string(mt))
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return transport.CheckError(resp, http.StatusOK, http.StatusCreated, http.StatusAccepted)
-}
-
-// headManifest returns the digest ref resolves to in the repository.
-func (rs *repoState) headManifest(ctx context.Context, ref string) (v1.Hash, error) {
-	client, err := rs.httpClient(ctx)
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, rs.manifestURL(ref), nil)
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	req.Header.Set("Accept", manifestAccept)
-	resp, err := client.Do(req)
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	defer resp.Body.Close()
-	if err := transport.CheckError(resp, http.StatusOK); err != nil {
-		return v1.Hash{}, err
-	}
-	h, err := v1.NewHash(resp.Header.Get("Docker-Content-Digest"))
-	if err != nil {
-		return v1.Hash{}, fmt.Errorf("registry answered HEAD %s without a usable Docker-Content-Digest: %w", ref, err)
-	}
-	return h, nil
-}
-
-// referrersFollowed pushes the image's referrers to the repository, once for
-// all its tags, and returns how many the repository holds. It waits with ctx;
-// the push goes on for the other tags if ctx ends.
-func (rs *repoState) referrersFollowed(ctx context.Context) (int, error) {
-	if _, err := rs.join(ctx, &rs.refs, rs.pushReferrers); err != nil {
-		return 0, err
-	}
-	return len(rs.run.content.referrers), nil
-}
-
-// pushReferrers pushes each referrer with go-containerregistry's Pusher: its
-// blobs, its manifest by digest (or the cosign tag), and, for a manifest with
-// a subject on a registry without the referrers API, the subject's fallback
-// tag, which it reads, merges and writes back. One at a time: two updates of
-// the same fallback tag at once would lose one. A referrer already in the
-// repository costs a HEAD.
-func (rs *repoState) pushReferrers(ctx context.Context) (int, verdict, error) {
-	for _, ref := range rs.run.content.referrers {
-		dg, ok := ref.Taggable.(interface{ Digest() (v1.Hash, error) })
-		if !ok {
-			return 0, verdict{}, fmt.Errorf("referrer %T has no digest", ref.Taggable)
-		}
-		d, err := dg.Digest()
-		if err != nil {
-			return 0, verdict{}, fmt.Errorf("referrer digest: %w", err)
-		}
-		var dst name.Reference = rs.repo.Digest(d.String())
-		what := "referrer " + d.String()
-		if ref.Tag != "" {
-			dst, what = rs.repo.Tag(ref.Tag), "referrer tag "+ref.Tag
-		}
-		a, v, err := rs.run.do(ctx, rs.repo.RegistryStr(), rs.repo.String()+" "+what, rs.lim, true, func(ctx context.Context) error {
-			gp, err := rs.pusher()
-			if err != nil {
-				return err
-			}
-			return rs.write(ctx, func() error {
-				if err := gp.Push(ctx, dst, ref.Taggable); err != nil {
-					return fmt.Errorf("push %s: %w", what, err)
-				}
-				return nil
-			})
-		})
-		if err != nil {
-			return a, v, err
-		}
-	}
-	return 0, verdict{}, nil
 }

@@ -3,7 +3,6 @@ package pusher
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -15,7 +14,8 @@ import (
 // is then cancelled. It writes no content: no PATCH, no PUT. It returns one
 // error per repository that failed, explained as a failed push would be.
 func (p *Pusher) Check(ctx context.Context, tags []name.Tag) map[name.Repository]error {
-	r := p.newRun()
+	r := p.newRun(ctx)
+	defer r.cancelPhases()
 
 	repos := make(map[name.Repository]bool)
 	for _, t := range tags {
@@ -46,21 +46,12 @@ func (p *Pusher) Check(ctx context.Context, tags []name.Tag) map[name.Repository
 }
 
 func (r *run) checkRepository(ctx context.Context, repo name.Repository) error {
-	rs := &repoState{repo: repo, run: r}
-	client, err := rs.httpClient(ctx)
-	if err != nil {
-		return err
-	}
-	u := fmt.Sprintf("%s://%s/v2/%s/blobs/uploads/", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr())
-	loc, err := openUpload(ctx, client, u)
+	rs := newRepoState(r, repo)
+	loc, err := rs.openUpload(ctx)
 	if err != nil {
 		return fmt.Errorf("open an upload session: %w", err)
 	}
 	// Cancel the session; a registry that cannot is not a failed check.
-	if del, err := http.NewRequestWithContext(ctx, http.MethodDelete, loc.String(), nil); err == nil {
-		if resp, err := client.Do(del); err == nil {
-			resp.Body.Close()
-		}
-	}
+	rs.cancelUpload(ctx, loc)
 	return nil
 }

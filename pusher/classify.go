@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/tagpush/tagpush/internal/quote"
@@ -40,6 +41,12 @@ const (
 	FaultConnect     Fault = "connect"
 	FaultTLS         Fault = "tls"
 	FaultRedirect    Fault = "redirect"
+	// FaultSource is a failure to read the image from its source (a
+	// registry: source's blob): never the destination's fault.
+	FaultSource Fault = "source"
+	// FaultLocal is this machine running out of something (open files,
+	// ports, buffers): never the registry's fault.
+	FaultLocal       Fault = "local"
 	FaultOther       Fault = "other"
 	faultCancelled   Fault = "cancelled"
 	faultNotVerified Fault = "not-verified"
@@ -82,7 +89,20 @@ func classify(own context.Context, err error) verdict {
 		return verdict{fault: faultCancelled, outcome: queue.Ignore}
 	}
 	if errors.Is(err, errNotVerified) {
-		return verdict{fault: faultNotVerified, transient: true, outcome: queue.Ignore}
+		return verdict{fault: faultNotVerified, outcome: queue.Ignore}
+	}
+	// A failure to read the source is the source's: it never moves the
+	// destination's limit, and it is not retried here. A registry: source
+	// has go-containerregistry's own retries; a file or the Docker engine
+	// does not mend by asking again.
+	var src *SourceError
+	if errors.As(err, &src) {
+		return verdict{fault: FaultSource, outcome: queue.Ignore}
+	}
+	// This machine running out of open files, ports or buffers says nothing
+	// about the registry: retried, and the limit stays.
+	if localResource(err) {
+		return verdict{fault: FaultLocal, transient: true, outcome: queue.Ignore}
 	}
 
 	// Before any status: on a localhost registry go-containerregistry pings
@@ -132,6 +152,59 @@ func classify(own context.Context, err error) verdict {
 	}
 	return verdict{fault: FaultOther, outcome: queue.Ignore}
 }
+
+func localResource(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
+// SourceError is a failure to read the image being pushed from its source:
+// a registry: source's blob, a layer file. It is named as the source's, is
+// not retried by the pusher (the source has its own retries where they make
+// sense), and never lowers a destination's limit.
+type SourceError struct{ Err error }
+
+func (e *SourceError) Error() string { return "read the source: " + e.Err.Error() }
+func (e *SourceError) Unwrap() error { return e.Err }
+
+// sourceReader marks the errors of a blob read from the source.
+type sourceReader struct{ rc io.ReadCloser }
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.rc.Read(p)
+	if err != nil && err != io.EOF {
+		err = &SourceError{Err: err}
+	}
+	return n, err
+}
+
+func (s *sourceReader) Close() error { return s.rc.Close() }
+
+// sourceLayer is a layer whose reads are marked as the source's.
+type sourceLayer struct{ v1.Layer }
+
+func (l sourceLayer) Compressed() (io.ReadCloser, error) {
+	rc, err := l.Layer.Compressed()
+	if err != nil {
+		return nil, &SourceError{Err: err}
+	}
+	return &sourceReader{rc: rc}, nil
+}
+
+// spent is a step that spent its own retries (a blob phase, a read) inside
+// another step's attempt: the other step does not retry it again.
+type spent struct {
+	attempts int
+	last     verdict
+	err      error
+}
+
+func (e *spent) Error() string { return e.err.Error() }
+func (e *spent) Unwrap() error { return e.err }
 
 // isCertificateError is a TLS certificate the client does not trust. A
 // registry that does not speak TLS at all (go-containerregistry tries https
@@ -255,6 +328,10 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 		return say("the TLS certificate of %s is not trusted: give its CA in ca-file (or SSL_CERT_FILE), or list the registry in insecure-registries", reg)
 	case FaultRedirect:
 		return say("%s redirected the request in a loop (more than %d redirects): check the registry address and any proxy in front of it", reg, maxRedirects)
+	case FaultSource:
+		return say("reading the image from its source failed: %s", Summary(errors.Unwrap(sourceOf(err))))
+	case FaultLocal:
+		return say("this machine ran out of open files, ports or buffers after %d attempt(s): raise the limit (ulimit -n) or lower concurrency", attempts)
 	case faultCancelled:
 		return say("cancelled")
 	case FaultTimeout:
@@ -271,6 +348,14 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 			last = fmt.Sprintf("last status %d %s", v.status, http.StatusText(v.status))
 		}
 		return say("%s kept failing: gave up after %d attempt(s) (%s)", reg, attempts, last)
+	}
+	return err
+}
+
+func sourceOf(err error) error {
+	var src *SourceError
+	if errors.As(err, &src) {
+		return src
 	}
 	return err
 }

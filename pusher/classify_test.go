@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/tagpush/tagpush/queue"
@@ -164,24 +165,47 @@ func TestSummaryIsOneShortLine(t *testing.T) {
 
 func TestBackoff(t *testing.T) {
 	r := &run{cfg: defaults(), regs: newRegistries(time.Now, 30*time.Second)}
+	reg := r.regs.get("r")
 	base := r.cfg.retryDelay
 	for range 50 {
 		// Waits grow from retry-delay, with up to one retry-delay of jitter.
-		if d := r.backoff(1, "r", false); d < base || d > 2*base {
+		if d := r.backoff(1, reg, false, false); d < base || d > 2*base {
 			t.Fatalf("first wait %s, want %s to %s", d, base, 2*base)
 		}
-		if d := r.backoff(4, "r", false); d < 8*base || d > 9*base {
+		if d := r.backoff(4, reg, false, false); d < 8*base || d > 9*base {
 			t.Fatalf("fourth wait %s, want %s to %s", d, 8*base, 9*base)
 		}
 		// Once the limit came down under an attempt, its retry is quick,
 		// however many attempts went before: the limiter spaces it.
-		if d := r.backoff(4, "r", true); d < base/4 || d > base/2 {
+		if d := r.backoff(4, reg, true, false); d < base/4 || d > base/2 {
 			t.Fatalf("wait after the limit came down %s, want %s to %s", d, base/4, base/2)
+		}
+		// A read's first retry is quick; its later ones wait as a write's.
+		if d := r.backoff(1, reg, false, true); d < base/4 || d > base/2 {
+			t.Fatalf("first wait of a read %s, want %s to %s", d, base/4, base/2)
+		}
+		if d := r.backoff(3, reg, false, true); d < 4*base || d > 5*base {
+			t.Fatalf("third wait of a read %s, want %s to %s", d, 4*base, 5*base)
 		}
 	}
 	// A registry's announced wait wins over a quick retry.
-	r.regs.noteWait("r", 5*time.Second)
-	if d := r.backoff(1, "r", true); d < 4*time.Second {
+	reg.noteWait(5 * time.Second)
+	if d := r.backoff(1, reg, true, false); d < 4*time.Second {
 		t.Errorf("wait with a Retry-After of 5s pending = %s", d)
+	}
+}
+
+// The one-line reasons a tag that does not show what was pushed fails with
+// fit the results (150 characters) whole: the digest is never cut.
+func TestMissSummariesFit(t *testing.T) {
+	d := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ab", 32)}
+	for _, e := range []*missError{
+		{got: d, anotherManifest: true, window: 10 * time.Second},
+		{got: d, window: 10 * time.Second},
+		{window: 10 * time.Second},
+	} {
+		if s := e.summary(); len([]rune(s)) > maxSummary || Summary(&TagError{Summary: s, Cause: e}) != s {
+			t.Errorf("summary %q (%d characters) does not fit %d", s, len([]rune(s)), maxSummary)
+		}
 	}
 }

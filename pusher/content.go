@@ -6,15 +6,18 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // content is what a push writes to every repository: the blobs, an index's
 // child manifests (children before parents), and the manifest the tags name.
 type content struct {
-	top      remote.Taggable
-	digest   v1.Hash
-	blobs    []blob
-	children []child
+	top       remote.Taggable
+	digest    v1.Hash
+	raw       []byte
+	mediaType types.MediaType
+	blobs     []blob
+	children  []child
 	// referrers travel with the image to every repository.
 	referrers []Referrer
 }
@@ -26,20 +29,45 @@ type blob struct {
 }
 
 type child struct {
-	digest v1.Hash
-	t      remote.Taggable
+	digest    v1.Hash
+	raw       []byte
+	mediaType types.MediaType
+	isIndex   bool
+}
+
+// manifest is what a manifest PUT needs of an image or index.
+type manifest interface {
+	RawManifest() ([]byte, error)
+	MediaType() (types.MediaType, error)
+	Digest() (v1.Hash, error)
+}
+
+func readManifest(t any) (v1.Hash, []byte, types.MediaType, error) {
+	m, ok := t.(manifest)
+	if !ok {
+		return v1.Hash{}, nil, "", fmt.Errorf("%T is neither an image nor an index", t)
+	}
+	d, err := m.Digest()
+	if err != nil {
+		return v1.Hash{}, nil, "", fmt.Errorf("compute manifest digest: %w", err)
+	}
+	raw, err := m.RawManifest()
+	if err != nil {
+		return v1.Hash{}, nil, "", fmt.Errorf("read manifest: %w", err)
+	}
+	mt, err := m.MediaType()
+	if err != nil {
+		return v1.Hash{}, nil, "", fmt.Errorf("read manifest media type: %w", err)
+	}
+	return d, raw, mt, nil
 }
 
 func contentOf(t remote.Taggable) (*content, error) {
-	d, ok := t.(interface{ Digest() (v1.Hash, error) })
-	if !ok {
-		return nil, fmt.Errorf("%T is neither an image nor an index", t)
-	}
-	digest, err := d.Digest()
+	d, raw, mt, err := readManifest(t)
 	if err != nil {
-		return nil, fmt.Errorf("compute manifest digest: %w", err)
+		return nil, err
 	}
-	c := &content{top: t, digest: digest}
+	c := &content{top: t, digest: d, raw: raw, mediaType: mt}
 	seen := make(map[v1.Hash]bool)
 	switch v := t.(type) {
 	case v1.Image:
@@ -55,12 +83,20 @@ func contentOf(t remote.Taggable) (*content, error) {
 	return c, nil
 }
 
+// addBlob adds a layer or config. A non-distributable layer (Windows base
+// layers: "foreign", or OCI's "nondistributable") stays where its URLs
+// point: registries refuse it or must not hold it, and go-containerregistry
+// and oras skip it too.
 func (c *content) addBlob(l v1.Layer, seen map[v1.Hash]bool) error {
 	h, err := l.Digest()
 	if err != nil {
 		return fmt.Errorf("compute blob digest: %w", err)
 	}
 	if seen[h] {
+		return nil
+	}
+	if mt, err := l.MediaType(); err == nil && !mt.IsDistributable() {
+		seen[h] = true
 		return nil
 	}
 	size, err := l.Size()
@@ -98,6 +134,7 @@ func (c *content) addIndex(idx v1.ImageIndex, seen map[v1.Hash]bool) error {
 		if seen[desc.Digest] {
 			continue
 		}
+		var t any
 		switch {
 		case desc.MediaType.IsIndex():
 			sub, err := idx.ImageIndex(desc.Digest)
@@ -107,7 +144,7 @@ func (c *content) addIndex(idx v1.ImageIndex, seen map[v1.Hash]bool) error {
 			if err := c.addIndex(sub, seen); err != nil {
 				return err
 			}
-			c.children = append(c.children, child{digest: desc.Digest, t: sub})
+			t = sub
 		case desc.MediaType.IsImage():
 			img, err := idx.Image(desc.Digest)
 			if err != nil {
@@ -116,10 +153,15 @@ func (c *content) addIndex(idx v1.ImageIndex, seen map[v1.Hash]bool) error {
 			if err := c.addImage(img, seen); err != nil {
 				return err
 			}
-			c.children = append(c.children, child{digest: desc.Digest, t: img})
+			t = img
 		default:
 			return fmt.Errorf("index entry %s has media type %q, which tagpush cannot push", desc.Digest, desc.MediaType)
 		}
+		d, raw, mt, err := readManifest(t)
+		if err != nil {
+			return err
+		}
+		c.children = append(c.children, child{digest: d, raw: raw, mediaType: mt, isIndex: desc.MediaType.IsIndex()})
 		seen[desc.Digest] = true
 	}
 	return nil
@@ -130,7 +172,7 @@ func (c *content) addIndex(idx v1.ImageIndex, seen map[v1.Hash]bool) error {
 // (they are listed after them).
 func (c *content) childrenByKind() (images, indexes []child) {
 	for _, ch := range c.children {
-		if _, ok := ch.t.(v1.ImageIndex); ok {
+		if ch.isIndex {
 			indexes = append(indexes, ch)
 		} else {
 			images = append(images, ch)

@@ -1,9 +1,11 @@
 package pusher
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -19,8 +21,8 @@ type config struct {
 	concurrency   int
 	adaptive      bool
 	overwrite     bool
-	cooldown      time.Duration
 	probeAfter    time.Duration
+	readBudget    int
 	maxAttempts   int
 	retryDelay    time.Duration
 	maxRetryDelay time.Duration
@@ -29,6 +31,7 @@ type config struct {
 	verifyWindow  time.Duration
 	connectGrace  time.Duration
 	transport     http.RoundTripper
+	lookupIP      func(ctx context.Context, host string) ([]net.IPAddr, error)
 	keychain      authn.Keychain
 	userAgent     string
 	progressEvery time.Duration
@@ -47,6 +50,11 @@ const (
 	DefaultRetryDelay    = 200 * time.Millisecond
 	DefaultMaxRetryDelay = 30 * time.Second
 	DefaultTimeout       = 10 * time.Minute
+	// ReadBudget is the most reads (look-ups, verification, blob checks) in
+	// flight at once per registry, however many tags: with the highest
+	// concurrency a person may set, at most 64 requests reach a registry at
+	// once.
+	ReadBudget = 32
 )
 
 func defaults() config {
@@ -54,8 +62,8 @@ func defaults() config {
 		concurrency:   DefaultConcurrency,
 		adaptive:      DefaultAdaptive,
 		overwrite:     DefaultOverwrite,
-		cooldown:      time.Second,
 		probeAfter:    5 * time.Second,
+		readBudget:    ReadBudget,
 		maxAttempts:   DefaultMaxAttempts,
 		retryDelay:    DefaultRetryDelay,
 		maxRetryDelay: DefaultMaxRetryDelay,
@@ -64,6 +72,7 @@ func defaults() config {
 		verifyWindow:  10 * time.Second,
 		connectGrace:  3 * time.Second,
 		transport:     defaultTransport(),
+		lookupIP:      net.DefaultResolver.LookupIPAddr,
 		keychain:      authn.DefaultKeychain,
 		userAgent:     "tagpush",
 		progressEvery: 5 * time.Second,
@@ -95,11 +104,14 @@ type LimitChange struct {
 
 // Retry describes one failed attempt that will be tried again.
 type Retry struct {
+	// Tag names the step: a tag, a blob (REPO@DIGEST), or a read.
 	Tag     string
 	Attempt int
 	Fault   Fault
 	Err     error
 	Wait    time.Duration
+	// Read is set for a read (a look-up, a verification, a blob check).
+	Read bool
 }
 
 // Progress is the bytes uploaded so far out of the bytes the run has to check or upload.
@@ -190,16 +202,21 @@ func durationOption(what string, d time.Duration, set func(*config)) Option {
 	}
 }
 
-// WithLimitTiming tunes adaptive concurrency: overloads within cooldown of a
-// decrease count as the same burst (default 1s), and the level that overloaded
-// is tried again no sooner than probeAfter after it (default 5s, doubling after
-// each failed probe).
-func WithLimitTiming(cooldown, probeAfter time.Duration) Option {
+// WithProbeInterval tunes adaptive concurrency: the level that overloaded is
+// tried again no sooner than d after it (default 5s, doubling after each
+// failed probe).
+func WithProbeInterval(d time.Duration) Option {
+	return durationOption("limit probe interval", d, func(c *config) { c.probeAfter = d })
+}
+
+// WithReadBudget sets the most reads in flight at once per registry.
+// Default ReadBudget.
+func WithReadBudget(n int) Option {
 	return func(c *config) error {
-		if cooldown < 0 || probeAfter < 0 {
-			return fmt.Errorf("limit cooldown (%s) and probe interval (%s) must not be negative", cooldown, probeAfter)
+		if n < 1 {
+			return fmt.Errorf("read budget: %d is less than 1", n)
 		}
-		c.cooldown, c.probeAfter = cooldown, probeAfter
+		c.readBudget = n
 		return nil
 	}
 }

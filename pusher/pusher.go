@@ -1,30 +1,31 @@
 // Package pusher pushes one image or index to many tags through go-containerregistry.
 //
-// Each destination repository first gets the image's blobs (and an index's
-// child manifests), once, however many tags share it: the blob phase (see
-// blobs.go). Each tag then costs one manifest PUT and one read that proves
-// the tag resolves to the pushed digest. Every write (a blob upload, a
+// Each tag is looked up first (tag.go): one already at the digest costs
+// nothing more. Each destination repository then gets the image's blobs (and
+// an index's child manifests), once, however many tags share it: the blob
+// phase (blobs.go). Each tag then costs one manifest PUT and one read that
+// proves the tag resolves to the pushed digest. Every write (a blob upload, a
 // manifest PUT) holds a slot of its registry's adaptive limit, from the queue
-// package; reads hold none. Each step (a blob, a child manifest, a tag) is
-// retried on its own under a policy owned by retry-go, with
-// go-containerregistry's own retries turned off so the attempts reported are
-// the attempts made.
+// package; every read holds a slot of the registry's read budget, and its
+// failures are retried as reads, never paid for with a write (retry.go). Each
+// step (a blob, a child manifest, a tag) is retried on its own under a policy
+// owned by retry-go, with go-containerregistry's own retries turned off so
+// the attempts reported are the attempts made. Every request tagpush writes
+// by hand is in registry.go; the HTTP layers under them in transport.go.
 package pusher
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/avast/retry-go/v4"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/tagpush/tagpush/queue"
 )
@@ -71,13 +72,17 @@ type Referrer struct {
 
 // Stats describes a whole run.
 type Stats struct {
-	// Faults counts failed attempts by kind.
+	// Faults counts failed write attempts by kind.
 	Faults map[Fault]int
-	// Retries is how many attempts of tags were followed by another.
+	// ReadFaults counts failed reads (look-ups, verification, blob checks) by kind.
+	ReadFaults map[Fault]int
+	// Retries is how many write attempts of tags were followed by another.
 	Retries int
 	// BlobRetries is how many attempts of blob and child-manifest writes
 	// (shared by the tags of a repository) were followed by another.
 	BlobRetries int
+	// ReadRetries is how many reads were followed by another.
+	ReadRetries int
 	// BackoffWait is the total time tags spent waiting between attempts.
 	BackoffWait time.Duration
 	// PeakConcurrency is, per registry, the most writes that were in flight at once.
@@ -123,89 +128,107 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag,
 		return nil, err
 	}
 	c.referrers = refs
-	r := p.newRun()
-	r.content = c
+	r := p.newRun(ctx)
+	defer r.cancelPhases()
 
-	// Blob phases run for the tags of a repository, not for one tag: they
-	// end when the run does.
-	var cancelPhases context.CancelFunc
-	r.phaseCtx, cancelPhases = context.WithCancel(ctx)
-	defer cancelPhases()
-
-	limiters := make(map[string]*queue.Limiter)
+	start := r.cfg.now()
 	repos := make(map[name.Repository]*repoState)
-	jobs := make([]queue.Job[Result], len(tags))
+	dests := make(map[name.Repository]*destination)
+	var order []*destination
+	all := make([]*tagRun, len(tags))
 	for i, tag := range tags {
-		reg := tag.RegistryStr()
-		lim, ok := limiters[reg]
+		d, ok := dests[tag.Repository]
 		if !ok {
-			lim = r.newLimiter(reg)
-			limiters[reg] = lim
+			rs, ok := repos[tag.Repository]
+			if !ok {
+				rs = newRepoState(r, tag.Repository)
+				repos[tag.Repository] = rs
+			}
+			dctx, cancel := context.WithDeadline(ctx, start.Add(r.cfg.timeout))
+			d = &destination{rs: rs, c: c, ctx: dctx, cancel: cancel}
+			dests[tag.Repository] = d
+			order = append(order, d)
 		}
-		rs, ok := repos[tag.Repository]
-		if !ok {
-			rs = &repoState{repo: tag.Repository, run: r, lim: lim}
-			repos[tag.Repository] = rs
-		}
-		jobs[i] = queue.Job[Result]{Limiter: lim, Do: func(ctx context.Context, s *queue.Slot) (Result, error) {
-			return r.pushTag(ctx, s, rs, tag), nil
-		}}
+		t := &tagRun{tag: tag, d: d, start: start}
+		d.tags = append(d.tags, t)
+		all[i] = t
 	}
 
 	stopProgress := r.reportProgress()
-	results := queue.Run(ctx, jobs)
-	cancelPhases()
+	var wg sync.WaitGroup
+	for _, d := range order {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.pushDestination(d)
+		}()
+	}
+	wg.Wait()
+	r.cancelPhases()
 	r.phases.Wait()
 	stopProgress()
 
 	rep := &Report{Digest: c.digest.String(), Results: make([]Result, len(tags))}
-	for i, res := range results {
-		if !res.Started {
-			res.Value = Result{Tag: tags[i], Status: StatusCancelled, Err: &TagError{Summary: "cancelled before it started", Cause: res.Err}}
-			if p.cfg.events.TagDone != nil {
-				p.cfg.events.TagDone(res.Value)
-			}
-		}
-		rep.Results[i] = res.Value
+	for i, t := range all {
+		rep.Results[i] = *t.result
 	}
-	rep.Stats = r.stats(limiters)
+	rep.Stats = r.stats()
 	return rep, nil
 }
 
 // newRun is the state of one call, with its HTTP layers.
-func (p *Pusher) newRun() *run {
-	r := &run{cfg: p.cfg, regs: newRegistries(p.cfg.now, p.cfg.maxRetryDelay), faults: make(map[Fault]int)}
+func (p *Pusher) newRun(ctx context.Context) *run {
+	r := &run{
+		ctx:        ctx,
+		cfg:        p.cfg,
+		regs:       newRegistries(p.cfg.now, p.cfg.maxRetryDelay),
+		faults:     make(map[Fault]int),
+		readFaults: make(map[Fault]int),
+	}
+	// Blob phases run for the tags of a repository, not for one tag: they
+	// end when the run does.
+	r.phaseCtx, r.cancelPhases = context.WithCancel(ctx)
+	r.regs.setup = r.setUpRegistry
 	r.uploads = &uploadCounter{inner: &stallWatchdog{inner: p.cfg.transport, idle: p.cfg.stallTimeout}}
-	r.transport = &redirectLimitTransport{inner: &pauseTransport{regs: r.regs, inner: &retryAfterTransport{inner: r.uploads, regs: r.regs}}}
+	r.transport = &rewindTransport{inner: &redirectLimitTransport{inner: &pauseTransport{regs: r.regs,
+		inner: &retryAfterTransport{regs: r.regs, inner: &errorBodyLimit{inner: r.uploads, wait: errorBodyWait}}}}}
 	return r
 }
 
 // run is the state of one Push call.
 type run struct {
+	ctx       context.Context // the caller's: when it ends, unfinished tags are cancelled
 	cfg       config
-	content   *content
 	transport http.RoundTripper
 	uploads   *uploadCounter
 	regs      *registries
 
-	// phaseCtx bounds the blob phases, which serve several tags; phases
-	// counts those running.
-	phaseCtx context.Context
-	phases   sync.WaitGroup
+	// phaseCtx bounds the shared phases (blobs, referrers), which serve
+	// several tags; phases counts those running.
+	phaseCtx     context.Context
+	cancelPhases context.CancelFunc
+	phases       sync.WaitGroup
+
+	// seq orders events the verification compares: PUT answers and reads
+	// of tag lists.
+	seq atomic.Uint64
 
 	mu          sync.Mutex
 	faults      map[Fault]int
+	readFaults  map[Fault]int
 	retries     int
 	blobRetries int
+	readRetries int
 	waited      time.Duration
 	chunked     map[string]bool // registries that refused a monolithic upload
 }
 
-func (r *run) newLimiter(reg string) *queue.Limiter {
+// setUpRegistry gives a registry its write limit and read budget.
+func (r *run) setUpRegistry(reg *registry) {
 	var alg queue.Algorithm = queue.Fixed(r.cfg.concurrency)
 	if r.cfg.adaptive {
 		// The ceiling was validated by WithConcurrency.
-		a, _ := queue.NewAIMD(r.cfg.concurrency, r.cfg.cooldown, r.cfg.probeAfter)
+		a, _ := queue.NewAIMD(r.cfg.concurrency, r.cfg.probeAfter)
 		alg = a
 	}
 	opts := []queue.LimiterOption{queue.WithClock(r.cfg.now)}
@@ -214,7 +237,8 @@ func (r *run) newLimiter(reg string) *queue.Limiter {
 			f(LimitChange{Registry: c.Name, Old: c.Old, New: c.New, Overload: c.Cause == queue.Overload})
 		}))
 	}
-	return queue.NewLimiter(reg, alg, opts...)
+	reg.writes = queue.NewLimiter(reg.host, alg, opts...)
+	reg.reads = queue.NewLimiter(reg.host, queue.Fixed(r.cfg.readBudget))
 }
 
 // remoteOptions configures go-containerregistry with its retries off: retry-go
@@ -231,21 +255,32 @@ func (r *run) remoteOptions() []remote.Option {
 	}
 }
 
-func (r *run) noteFault(f Fault) {
+func (r *run) noteFault(f Fault, read bool) {
 	r.mu.Lock()
-	r.faults[f]++
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	if read {
+		r.readFaults[f]++
+	} else {
+		r.faults[f]++
+	}
 }
 
 func (r *run) noteWait(d time.Duration, blob bool) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if blob {
 		r.blobRetries++
 	} else {
 		r.retries++
 	}
 	r.waited += d
-	r.mu.Unlock()
+}
+
+func (r *run) noteReadRetry(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.readRetries++
+	r.waited += d
 }
 
 func (r *run) chunkedOnly(host string) bool {
@@ -263,63 +298,34 @@ func (r *run) noteChunkedOnly(host string) {
 	r.chunked[host] = true
 }
 
-func (r *run) stats(limiters map[string]*queue.Limiter) Stats {
+func (r *run) stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := Stats{
 		Faults:          make(map[Fault]int, len(r.faults)),
+		ReadFaults:      make(map[Fault]int, len(r.readFaults)),
 		Retries:         r.retries,
 		BlobRetries:     r.blobRetries,
+		ReadRetries:     r.readRetries,
 		BackoffWait:     r.waited,
-		PeakConcurrency: make(map[string]int, len(limiters)),
-		FinalLimit:      make(map[string]int, len(limiters)),
+		PeakConcurrency: make(map[string]int),
+		FinalLimit:      make(map[string]int),
 	}
 	for f, n := range r.faults {
 		if f != faultCancelled {
 			s.Faults[f] = n
 		}
 	}
-	for reg, l := range limiters {
-		s.PeakConcurrency[reg] = l.Peak()
-		s.FinalLimit[reg] = l.Limit()
+	for f, n := range r.readFaults {
+		if f != faultCancelled {
+			s.ReadFaults[f] = n
+		}
+	}
+	for host, reg := range r.regs.destinations() {
+		s.PeakConcurrency[host] = reg.writes.Peak()
+		s.FinalLimit[host] = reg.writes.Limit()
 	}
 	return s
-}
-
-// verify reads the tag back until it resolves to the pushed digest. ghcr.io
-// and S3-backed registries can answer 404 (or the old digest) for a moment
-// after a PUT they accepted, so a miss is read again, with growing waits, for
-// up to window before it counts; a 404 after our own PUT is never a verdict
-// on the repository's name. Other failures to read are returned as they are.
-func (r *run) verify(ctx context.Context, rs *repoState, tag name.Tag, window time.Duration) error {
-	deadline := r.cfg.now().Add(window)
-	wait := 50 * time.Millisecond
-	for {
-		got, err := rs.headManifest(ctx, tag.TagStr())
-		var miss error
-		switch {
-		case err == nil && got == r.content.digest:
-			return nil
-		case err == nil:
-			miss = fmt.Errorf("%w: %s resolves to %s, pushed %s", errNotVerified, tag, got, r.content.digest)
-		case isNotFound(err):
-			miss = fmt.Errorf("%w: %s was not found after the registry accepted it: %v", errNotVerified, tag, err)
-		default:
-			return fmt.Errorf("verify tag: %w", err)
-		}
-		if !r.cfg.now().Add(wait).Before(deadline) {
-			return miss
-		}
-		if err := sleep(ctx, wait); err != nil {
-			return miss
-		}
-		wait = min(wait*2, time.Second)
-	}
-}
-
-func isNotFound(err error) bool {
-	var terr *transport.Error
-	return errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound
 }
 
 // sleep waits for d or until ctx ends.
@@ -332,252 +338,6 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// do runs f under the retry policy until it succeeds, fails permanently or
-// runs out of attempts, and says how many attempts it made and the verdict on
-// the last failure. what names the work in retry events; blob marks work of a
-// blob phase. Each attempt takes the write slots it needs and gives them back
-// before do waits: nothing is held between attempts.
-func (r *run) do(ctx context.Context, host, what string, lim *queue.Limiter, blob bool, f func(context.Context) error) (int, verdict, error) {
-	var (
-		attempts int
-		lastErr  error
-		last     verdict
-		relieved bool // the limit came down during the last attempt
-	)
-	err := retry.Do(func() error {
-		attempts++
-		limitAtStart := lim.Limit()
-		err := f(ctx)
-		if err == nil {
-			lim.Observe(queue.Success)
-			r.regs.reached(host)
-			return nil
-		}
-		var pf *phaseFailed
-		if errors.As(err, &pf) {
-			// The blob phase spent its own attempts: no second layer of retries.
-			lastErr, last = err, pf.last
-			return retry.Unrecoverable(err)
-		}
-		lastErr, last = err, classify(ctx, err)
-		r.noteFault(last.fault)
-		lim.Observe(last.outcome)
-		relieved = last.outcome == queue.Overload && lim.Limit() < limitAtStart
-		switch {
-		case last.refused:
-			last.transient = r.regs.refused(host, r.cfg.connectGrace)
-		case last.status != 0:
-			r.regs.reached(host)
-		}
-		r.regs.noteWait(host, last.wait)
-		if !last.transient {
-			return retry.Unrecoverable(err)
-		}
-		return err
-	},
-		retry.Context(ctx),
-		retry.Attempts(uint(r.cfg.maxAttempts)),
-		retry.LastErrorOnly(true),
-		retry.MaxDelay(r.cfg.maxRetryDelay),
-		retry.DelayType(func(n uint, _ error, _ *retry.Config) time.Duration {
-			return r.backoff(n, host, relieved)
-		}),
-		retry.WithTimer(&notingTimer{onWait: func(d time.Duration) {
-			r.noteWait(d, blob)
-			if r.cfg.events.Retry != nil {
-				r.cfg.events.Retry(Retry{Tag: what, Attempt: attempts, Fault: last.fault, Err: lastErr, Wait: d})
-			}
-		}}),
-	)
-	if err != nil && lastErr == nil {
-		lastErr = err
-	}
-	if err != nil && ctx.Err() != nil && last.fault != FaultTimeout && last.fault != faultCancelled {
-		last = verdict{fault: FaultTimeout}
-	}
-	if err != nil {
-		return attempts, last, lastErr
-	}
-	return attempts, last, nil
-}
-
-// refusesExisting is a status with which registries refuse to overwrite a tag.
-func refusesExisting(status int) bool {
-	switch status {
-	case http.StatusBadRequest, http.StatusForbidden, http.StatusConflict, http.StatusPreconditionFailed:
-		return true
-	}
-	return false
-}
-
-// phaseFailed is a tag's attempt that found its repository's blob phase
-// failed: the tag fails with the phase's error and attempts.
-type phaseFailed struct {
-	ph   *phase
-	last verdict
-}
-
-func (e *phaseFailed) Error() string { return e.ph.err.Error() }
-func (e *phaseFailed) Unwrap() error { return e.ph.err }
-
-// pushTag writes one tag once its repository's blobs are in: a manifest PUT
-// under a write slot, then a read that proves it. The job's queue slot is
-// given back at once; each write takes its own.
-func (r *run) pushTag(parent context.Context, slot *queue.Slot, rs *repoState, tag name.Tag) Result {
-	slot.Release()
-	start := r.cfg.now()
-	ctx, cancel := context.WithTimeout(parent, r.cfg.timeout)
-	defer cancel()
-
-	host := tag.RegistryStr()
-	var (
-		put       bool // a manifest PUT for this tag was sent
-		failedPh  *phase
-		looked    bool // the tag was looked up
-		unchanged bool // it already held the digest, or a refused PUT found it there
-	)
-	attempts, last, err := r.do(ctx, host, tag.String(), rs.lim, false, func(ctx context.Context) error {
-		// A read first, outside the write limit and before the blob phase:
-		// a tag already at the digest costs nothing more, and a repository
-		// whose tags all are never has its blobs checked. Found missing,
-		// the tag is not looked up again.
-		if !looked {
-			got, err := rs.headManifest(ctx, tag.TagStr())
-			switch {
-			case err == nil && got == r.content.digest:
-				unchanged = true
-				return nil
-			case err == nil && !r.cfg.overwrite:
-				return retry.Unrecoverable(fmt.Errorf("%w at %s; overwrite is false, so it was left as it is", errExists, got))
-			case err != nil && !isNotFound(err):
-				return fmt.Errorf("look up tag: %w", err)
-			}
-			looked = true
-		}
-		ph, err := rs.ready(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return err
-			}
-			failedPh = ph
-			return &phaseFailed{ph: ph, last: ph.last}
-		}
-		put = true
-		if err := rs.write(ctx, func() error { return rs.putManifest(ctx, tag.TagStr(), r.content.top) }); err != nil {
-			v := classify(ctx, err)
-			if v.relearnBlobs {
-				rs.invalidate(ph)
-			}
-			// Immutable-tag registries refuse to write a tag that exists
-			// (ECR 400 TAG_INVALID, Harbor 409/412, others 403): if it holds
-			// our digest, nothing needed writing.
-			if !v.transient && refusesExisting(v.status) {
-				if got, herr := rs.headManifest(ctx, tag.TagStr()); herr == nil && got == r.content.digest {
-					unchanged = true
-					return nil
-				}
-			}
-			return fmt.Errorf("put manifest: %w", err)
-		}
-		return r.verify(ctx, rs, tag, r.cfg.verifyWindow)
-	})
-	if failedPh != nil && err != nil && errors.As(err, new(*phaseFailed)) {
-		attempts = failedPh.attempts
-	}
-
-	// A failure after a manifest PUT was sent may hide a success: the
-	// registry committed the PUT and the answer was lost (a 500, a reset or
-	// a timeout on the way back). The registry, read now, has the last word.
-	// A refusal (401, 403, 400, a redirect loop) is no such doubt, and a tag
-	// that failed verification was read already.
-	lost := last.transient || last.fault == FaultTimeout
-	if err != nil && put && lost && last.fault != faultNotVerified && parent.Err() == nil && r.landed(parent, rs, tag) {
-		err = nil
-	}
-
-	// The image's signatures and attestations follow it into the repository;
-	// a tag is reported once they have.
-	var refs int
-	if err == nil && len(r.content.referrers) > 0 {
-		if refs, err = rs.referrersFollowed(ctx); err != nil {
-			err = &TagError{Summary: "the tag holds the image, but its signatures, attestations or SBOMs did not follow: " + Summary(err), Cause: err}
-			last = verdict{fault: FaultOther}
-		}
-	}
-
-	res := Result{Tag: tag, Attempts: attempts, Duration: r.cfg.now().Sub(start), Referrers: refs}
-	switch {
-	case err == nil && unchanged:
-		res.Status, res.Digest = StatusUnchanged, r.content.digest.String()
-	case err == nil:
-		res.Status, res.Digest = StatusPushed, r.content.digest.String()
-	case errors.Is(err, errExists):
-		res.Status, res.Err = StatusFailed, &TagError{Summary: strings.TrimPrefix(err.Error(), "tag "), Cause: err}
-	case parent.Err() != nil:
-		res.Status = StatusCancelled
-		res.Err = &TagError{Summary: fmt.Sprintf("cancelled after %d attempt(s)", attempts), Cause: context.Cause(parent)}
-	default:
-		if ctx.Err() != nil && last.fault == FaultTimeout {
-			err = fmt.Errorf("%w (timeout %s)", err, r.cfg.timeout)
-			last.timeout = r.cfg.timeout
-		}
-		res.Status = StatusFailed
-		res.Err = explain(last, err, attempts, host, tag.Repository.String())
-	}
-	if r.cfg.events.TagDone != nil {
-		r.cfg.events.TagDone(res)
-	}
-	return res
-}
-
-// landed reports whether tag holds the pushed digest, read with a budget of
-// its own: the tag's timeout may be what ended its attempts. A lost answer is
-// rare and a read-after-write lag short, so the window is shorter than a
-// verification's: every failed tag pays it.
-func (r *run) landed(parent context.Context, rs *repoState, tag name.Tag) bool {
-	window := min(r.cfg.verifyWindow, 3*time.Second)
-	ctx, cancel := context.WithTimeout(parent, window+10*time.Second)
-	defer cancel()
-	return r.verify(ctx, rs, tag, window) == nil
-}
-
-// backoff is the wait before attempt n+1: exponential from retry-delay with
-// jitter of up to one retry-delay, or the registry's requested wait when that is
-// longer. retry-go caps the result at max-retry-delay.
-//
-// relieved marks an overload after which the registry's limit has already come
-// down below where it stood when the attempt started: the cause is dealt with,
-// and taking a write slot again waits for room, so the retry comes after a
-// quarter of retry-delay. Only the attempts in flight when the limit drops get
-// this; the next failure backs off as usual, so an outage cannot spend the
-// attempts in its first seconds.
-func (r *run) backoff(n uint, host string, relieved bool) time.Duration {
-	base := r.cfg.retryDelay
-	if relieved {
-		base /= 4
-	}
-	d := base
-	for i := uint(1); i < n && d < r.cfg.maxRetryDelay && !relieved; i++ {
-		d *= 2
-	}
-	jitter := time.Duration(rand.Int64N(int64(base) + 1))
-	if w := r.regs.remaining(host); w > d {
-		d = w
-	}
-	return d + jitter
-}
-
-// notingTimer is retry-go's timer: it reports each wait (the delay after
-// retry-go's cap) before it starts.
-type notingTimer struct {
-	onWait func(time.Duration)
-}
-
-func (t *notingTimer) After(d time.Duration) <-chan time.Time {
-	t.onWait(d)
-	return time.After(d)
 }
 
 // reportProgress reports the blob bytes sent every progress interval until
@@ -611,4 +371,54 @@ func (r *run) reportProgress() (stop func()) {
 		close(done)
 		wg.Wait()
 	}
+}
+
+// referrersFollowed pushes the image's referrers to the repository, once for
+// all its tags, and returns how many the repository holds. It waits with ctx;
+// the push goes on for the other tags if ctx ends.
+func (rs *repoState) referrersFollowed(ctx context.Context, c *content) (int, error) {
+	if _, err := join(rs, ctx, rs.refs, c, func(ctx context.Context) (int, verdict, error) { return rs.pushReferrers(ctx, c) }); err != nil {
+		return 0, err
+	}
+	return len(c.referrers), nil
+}
+
+// pushReferrers pushes each referrer with go-containerregistry's Pusher: its
+// blobs, its manifest by digest (or the cosign tag), and, for a manifest with
+// a subject on a registry without the referrers API, the subject's fallback
+// tag, which it reads, merges and writes back. One at a time: two updates of
+// the same fallback tag at once would lose one. A referrer already in the
+// repository costs a HEAD.
+func (rs *repoState) pushReferrers(ctx context.Context, c *content) (int, verdict, error) {
+	for _, ref := range c.referrers {
+		dg, ok := ref.Taggable.(interface{ Digest() (v1.Hash, error) })
+		if !ok {
+			return 0, verdict{}, fmt.Errorf("referrer %T has no digest", ref.Taggable)
+		}
+		d, err := dg.Digest()
+		if err != nil {
+			return 0, verdict{}, fmt.Errorf("referrer digest: %w", err)
+		}
+		var dst name.Reference = rs.repo.Digest(d.String())
+		what := "referrer " + d.String()
+		if ref.Tag != "" {
+			dst, what = rs.repo.Tag(ref.Tag), "referrer tag "+ref.Tag
+		}
+		a, v, err := rs.run.writes(ctx, rs.reg, rs.repo.String()+" "+what, true, func(ctx context.Context, _ int) error {
+			gp, err := rs.pusher()
+			if err != nil {
+				return err
+			}
+			return rs.run.underSlot(ctx, rs.reg, rs.reg.writes.Acquire, func() error {
+				if err := gp.Push(ctx, dst, ref.Taggable); err != nil {
+					return fmt.Errorf("push %s: %w", what, err)
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return a, v, err
+		}
+	}
+	return 0, verdict{}, nil
 }

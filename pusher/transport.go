@@ -1,6 +1,7 @@
 package pusher
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,18 +16,114 @@ import (
 // The HTTP layers under go-containerregistry's own transport (auth, scheme,
 // user agent). Each wrapper has one concern and sees every request a run sends,
 // including those go-containerregistry makes on its own (ping, token, mounts).
-// None of them retries: retry-go, in pushTag, owns retries.
+// None of them retries: retry-go (retry.go) owns retries.
 //
-// From the outside in: redirectLimit -> pause -> retryAfter -> uploadCounter
-// -> stallWatchdog -> the HTTP transport.
+// From the outside in: rewind -> redirectLimit -> pause -> retryAfter ->
+// errorBodyLimit -> uploadCounter -> stallWatchdog -> the HTTP transport.
 
 var (
+	_ http.RoundTripper = (*rewindTransport)(nil)
 	_ http.RoundTripper = (*redirectLimitTransport)(nil)
 	_ http.RoundTripper = (*pauseTransport)(nil)
 	_ http.RoundTripper = (*retryAfterTransport)(nil)
+	_ http.RoundTripper = (*errorBodyLimit)(nil)
 	_ http.RoundTripper = (*uploadCounter)(nil)
 	_ http.RoundTripper = (*stallWatchdog)(nil)
 )
+
+// rewindTransport makes a request that is sent a second time carry its body
+// again. go-containerregistry's bearer transport answers a 401 challenge (an
+// expired token) by fetching a token and sending the same *http.Request
+// again, whose body the first send consumed: net/http then fails it
+// ("ContentLength=879 with Body length 0"). A request with GetBody (every
+// manifest PUT and blob upload tagpush sends; go-containerregistry's own,
+// made from a bytes.Buffer) is remembered while its answer is a 401, the one
+// answer after which it is sent again, and a second send gets a fresh body.
+type rewindTransport struct {
+	inner http.RoundTripper
+	mu    sync.Mutex
+	sent  map[*http.Request]bool
+}
+
+func (t *rewindTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.GetBody == nil || req.Body == nil || req.Body == http.NoBody {
+		return t.inner.RoundTrip(req)
+	}
+	t.mu.Lock()
+	again := t.sent[req]
+	delete(t.sent, req)
+	t.mu.Unlock()
+	out := req
+	if again {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, fmt.Errorf("send the request again after a re-authentication: %w", err)
+		}
+		out = cloneWithBody(req, body)
+	}
+	resp, err := t.inner.RoundTrip(out)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized {
+		t.mu.Lock()
+		if t.sent == nil {
+			t.sent = make(map[*http.Request]bool)
+		}
+		t.sent[req] = true
+		t.mu.Unlock()
+	}
+	return resp, err
+}
+
+// errorBodyLimit reads the body of an error answer (a status of 400 or more)
+// at once, at most maxErrorBody bytes and for at most wait, and hands on what
+// it got: go-containerregistry reads an error body whole to build its error,
+// and an answer that trickles a byte a second never trips the stall
+// watchdog, so one such answer would hold a tag for minutes. The status is
+// what the error needs; its text is a bonus. A body that the stall watchdog
+// abandons is a stall, as before.
+type errorBodyLimit struct {
+	inner http.RoundTripper
+	wait  time.Duration
+}
+
+const (
+	maxErrorBody  = 64 << 10
+	errorBodyWait = 3 * time.Second
+)
+
+func (t *errorBodyLimit) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.inner.RoundTrip(req)
+	if err != nil || resp.StatusCode < 400 || req.Method == http.MethodHead {
+		return resp, err
+	}
+	type read struct {
+		b   []byte
+		err error
+	}
+	done := make(chan read, 1)
+	body := resp.Body
+	go func() {
+		b, err := io.ReadAll(io.LimitReader(body, maxErrorBody))
+		done <- read{b, err}
+	}()
+	timer := time.NewTimer(t.wait)
+	defer timer.Stop()
+	var got read
+	select {
+	case got = <-done:
+	case <-timer.C:
+		body.Close() // ends the read under way
+		got = <-done
+		got.err = nil
+	}
+	body.Close()
+	var stall *StallError
+	if errors.As(got.err, &stall) {
+		return nil, got.err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(got.b))
+	resp.ContentLength = int64(len(got.b))
+	return resp, nil
+}
 
 // maxRedirects is how many redirects one request may follow, as net/http's
 // default. go-containerregistry's client replaces net/http's redirect policy
@@ -76,8 +173,9 @@ type pauseTransport struct {
 
 func (t *pauseTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method == http.MethodPost || req.Method == http.MethodPatch || req.Method == http.MethodPut {
+		reg := t.regs.get(req.URL.Host)
 		for {
-			wait := t.regs.remaining(req.URL.Host)
+			wait := reg.remaining()
 			if wait <= 0 {
 				break
 			}
@@ -102,7 +200,7 @@ func (t *retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, erro
 	resp, err := t.inner.RoundTrip(req)
 	if err == nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
 		if d, ok := retryAfter(resp.Header.Get("Retry-After"), t.regs.now()); ok {
-			t.regs.noteWait(req.URL.Host, d)
+			t.regs.get(req.URL.Host).noteWait(d)
 		}
 	}
 	return resp, err

@@ -2,10 +2,10 @@ package pusher
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"testing"
-	"time"
 )
 
 type answer201 struct{}
@@ -18,13 +18,18 @@ func (answer201) RoundTrip(req *http.Request) (*http.Response, error) {
 	return &http.Response{StatusCode: http.StatusCreated, Body: http.NoBody, Header: http.Header{}, Request: req}, nil
 }
 
-// BenchmarkTransportStack is what tagpush's own HTTP layers (redirect bound,
-// registry pause, Retry-After, upload counting, stall watchdog) cost per
-// request, around a transport that answers at once.
+// BenchmarkTransportStack is what tagpush's own HTTP layers (re-send after
+// re-authentication, redirect bound, registry pause, Retry-After, error body
+// cap, upload counting, stall watchdog) cost per request, around a transport
+// that answers at once: the stack a run uses.
 func BenchmarkTransportStack(b *testing.B) {
-	regs := newRegistries(time.Now, time.Minute)
-	uploads := &uploadCounter{inner: &stallWatchdog{inner: answer201{}, idle: 30 * time.Second}}
-	rt := &redirectLimitTransport{inner: &pauseTransport{regs: regs, inner: &retryAfterTransport{inner: uploads, regs: regs}}}
+	p, err := New(WithTransport(answer201{}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := p.newRun(context.Background())
+	defer r.cancelPhases()
+	rt := r.transport
 	body := make([]byte, 1024)
 	b.ReportAllocs()
 	for b.Loop() {

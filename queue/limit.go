@@ -56,24 +56,41 @@ func (f Fixed) Limit() int { return max(int(f), 1) }
 func (f Fixed) Observe(Outcome, time.Time) int { return f.Limit() }
 
 // AIMD is additive-increase, multiplicative-decrease: an overload cuts the
-// limit to three quarters (see decrease; at most once per cooldown, so that one burst of failures
-// from requests that were all in flight together counts once), and every run of
-// successes as long as the current limit raises it by one, up to the ceiling.
+// limit to three quarters (see decrease), and every run of successes as long
+// as the current limit raises it by one, up to the ceiling.
 //
-// It remembers the level that overloaded: climbing back to just below it is
-// quick, but trying that level again is a probe, allowed only once probeAfter
-// has passed since the last overload, and probeAfter doubles each time a probe
-// fails. So under a registry that fails above a fixed number of parallel writes
-// (ghcr.io) the limit settles just below that number instead of swinging into
-// it again and again, and it still finds out when the registry can take more.
+// Which overloads count is the Limiter's to filter: one whose work started
+// before the last decrease is part of the burst that caused it, and says
+// nothing new (TCP ignores losses of packets sent before its window shrank
+// for the same reason); one whose work started with room to spare (fewer in
+// flight than the limit) did not fail for the load the limit allows. What
+// AIMD itself adds:
+//
+//   - A level that has proven itself (a run of successes as long as the
+//     limit since it was set) takes a second overload within the next two
+//     runs before it is cut, and once cut it is climbed back to without a
+//     probe's wait: a registry that fails one write in twenty at random
+//     (ghcr.io does) must not lose a level that carries it. If it then fails
+//     again before proving itself, it is a real limit, and probed as one.
+//   - It remembers the level that overloaded: climbing back to just below it
+//     is quick, but trying that level again is a probe, allowed only once
+//     probeAfter has passed since the last decrease, and probeAfter doubles
+//     each time a probe fails. Under a registry that fails above a fixed
+//     number of writes in flight the limit settles just below that number
+//     instead of swinging into it again and again, and it still finds out
+//     when the registry can take more.
 type AIMD struct {
 	ceiling      int
 	limit        int
-	cooldown     time.Duration
 	probeAfter   time.Duration
 	lastDecrease time.Time
-	successes    int
-	overloadedAt int // the last level that overloaded; 0 when none has
+	successes    int  // since the limit was last set
+	strike       bool // a proven level overloaded once
+	sinceStrike  int  // successes since the strike
+	overloadedAt int  // the last level that overloaded; 0 when none has
+	// provenCut is set when the last cut was of a level that had proven
+	// itself: chance, most likely, so climbing back to it is no probe.
+	provenCut bool
 }
 
 // decrease is the limit after an overload: three quarters of it, rounded
@@ -86,14 +103,14 @@ func decrease(limit int) int {
 }
 
 // NewAIMD returns an AIMD algorithm that starts at ceiling and never exceeds it.
-func NewAIMD(ceiling int, cooldown, probeAfter time.Duration) (*AIMD, error) {
+func NewAIMD(ceiling int, probeAfter time.Duration) (*AIMD, error) {
 	if ceiling < 1 {
 		return nil, fmt.Errorf("queue: AIMD ceiling must be at least 1, got %d", ceiling)
 	}
-	if cooldown < 0 || probeAfter < 0 {
-		return nil, fmt.Errorf("queue: AIMD cooldown (%s) and probe interval (%s) must not be negative", cooldown, probeAfter)
+	if probeAfter < 0 {
+		return nil, fmt.Errorf("queue: AIMD probe interval (%s) must not be negative", probeAfter)
 	}
-	return &AIMD{ceiling: ceiling, limit: ceiling, cooldown: cooldown, probeAfter: probeAfter}, nil
+	return &AIMD{ceiling: ceiling, limit: ceiling, probeAfter: probeAfter}, nil
 }
 
 // Limit implements Algorithm.
@@ -103,27 +120,41 @@ func (a *AIMD) Limit() int { return a.limit }
 func (a *AIMD) Observe(o Outcome, now time.Time) int {
 	switch o {
 	case Overload:
-		a.successes = 0
-		if !a.lastDecrease.IsZero() && now.Sub(a.lastDecrease) < a.cooldown {
-			return a.limit
+		if a.limit == 1 {
+			// The floor: there is no level below to learn, and the next
+			// climb must not wait longer for it.
+			break
 		}
-		if a.overloadedAt != 0 && a.limit >= a.overloadedAt {
+		if a.successes >= a.limit && !a.strike {
+			// A proven level: one overload may be chance.
+			a.strike, a.sinceStrike = true, 0
+			break
+		}
+		proven := a.successes >= a.limit
+		if a.overloadedAt != 0 && a.limit >= a.overloadedAt && !proven && !a.provenCut {
 			a.probeAfter *= 2 // a probe failed: wait longer before the next
 		}
 		a.lastDecrease = now
 		a.overloadedAt = a.limit
+		a.provenCut = proven
 		a.limit = decrease(a.limit)
+		a.successes, a.strike = 0, false
 	case Success:
 		a.successes++
+		if a.strike {
+			if a.sinceStrike++; a.sinceStrike >= 2*a.limit {
+				a.strike = false
+			}
+		}
 		if a.successes < a.limit || a.limit >= a.ceiling {
 			break
 		}
-		probing := a.overloadedAt != 0 && a.limit+1 >= a.overloadedAt
+		probing := a.overloadedAt != 0 && a.limit+1 >= a.overloadedAt && !a.provenCut
 		if probing && now.Sub(a.lastDecrease) < a.probeAfter {
 			break
 		}
 		a.limit++
-		a.successes = 0
+		a.successes, a.strike, a.provenCut = 0, false, false
 	}
 	return a.limit
 }
@@ -148,6 +179,10 @@ type Limiter struct {
 	inFlight int
 	peak     int
 	wake     chan struct{} // closed and replaced whenever a slot may have become free
+	// epoch counts the limit's decreases: a slot remembers the epoch it was
+	// taken in, and an overload seen in an older one is part of the burst
+	// that caused the last decrease.
+	epoch uint64
 }
 
 // LimiterOption configures a Limiter.
@@ -189,26 +224,34 @@ func (l *Limiter) Peak() int {
 	return l.peak
 }
 
+// grant is what a slot knows of its own start: the epoch it was taken in,
+// and how many slots were held with it (itself included).
+type grant struct {
+	epoch uint64
+	level int
+}
+
 // acquire blocks until a slot is free or ctx is done. A context that has
 // already ended never gets a slot, even a free one: work must not start after
 // its caller gave up.
-func (l *Limiter) acquire(ctx context.Context) error {
+func (l *Limiter) acquire(ctx context.Context) (grant, error) {
 	for {
 		if err := context.Cause(ctx); err != nil {
-			return err
+			return grant{}, err
 		}
 		l.mu.Lock()
 		if l.inFlight < l.alg.Limit() {
 			l.inFlight++
 			l.peak = max(l.peak, l.inFlight)
+			g := grant{epoch: l.epoch, level: l.inFlight}
 			l.mu.Unlock()
-			return nil
+			return g, nil
 		}
 		wake := l.wake
 		l.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return context.Cause(ctx)
+			return grant{}, context.Cause(ctx)
 		case <-wake:
 		}
 	}
@@ -226,13 +269,34 @@ func (l *Limiter) broadcastLocked() {
 	l.wake = make(chan struct{})
 }
 
-// Observe feeds one outcome to the algorithm.
+// Observe feeds one outcome to the algorithm, as of now: an overload always
+// counts. Work that holds a slot reports through Slot.Observe instead, which
+// knows how the work started.
 func (l *Limiter) Observe(o Outcome) {
 	l.mu.Lock()
+	g := grant{epoch: l.epoch, level: l.alg.Limit()}
+	l.mu.Unlock()
+	l.observe(o, g)
+}
+
+// observe feeds one outcome of work that started as g says. An overload
+// counts only for work that started in the current epoch (work in flight
+// before the last decrease failed with the burst that caused it) and at the
+// edge of the limit, as many slots held as it allows (work that started with
+// room to spare did not fail for the load the limit allows).
+func (l *Limiter) observe(o Outcome, g grant) {
+	l.mu.Lock()
+	if o == Overload && (g.epoch != l.epoch || g.level < l.alg.Limit()) {
+		l.mu.Unlock()
+		return
+	}
 	old := l.alg.Limit()
 	now := l.alg.Observe(o, l.now())
 	if now > old {
 		l.broadcastLocked()
+	}
+	if now < old {
+		l.epoch++
 	}
 	l.mu.Unlock()
 	if now != old && l.onChange != nil {

@@ -22,8 +22,7 @@ func TestAIMD(t *testing.T) {
 		{"overload cuts a quarter", 8, []Outcome{Overload}, 0, 6},
 		{"overload at 4 leaves 3", 4, []Outcome{Overload}, 0, 3},
 		{"a cut is at least one", 3, []Outcome{Overload}, 0, 2},
-		{"burst inside cooldown cuts once", 8, []Outcome{Overload, Overload, Overload, Overload}, 10 * time.Millisecond, 6},
-		{"overloads apart cut each time", 8, []Outcome{Overload, Overload, Overload}, 2 * time.Second, 3},
+		{"overloads of an unproven level cut each time", 8, []Outcome{Overload, Overload, Overload}, 0, 3},
 		{"never below one", 2, []Outcome{Overload, Overload, Overload}, 2 * time.Second, 1},
 		{"a run of successes as long as the limit adds one", 16, append([]Outcome{Overload}, repeat(Success, 12)...), 0, 13},
 		{"fewer successes add nothing", 16, append([]Outcome{Overload}, repeat(Success, 11)...), 0, 12},
@@ -31,10 +30,16 @@ func TestAIMD(t *testing.T) {
 		{"ignore changes nothing", 8, append([]Outcome{Overload}, repeat(Ignore, 20)...), 0, 6},
 		{"no probe of the level that overloaded before the probe interval", 4, append([]Outcome{Overload}, repeat(Success, 40)...), 10 * time.Millisecond, 3},
 		{"a probe once the interval has passed", 4, append([]Outcome{Overload}, repeat(Success, 40)...), 200 * time.Millisecond, 4},
+		// 4 -> 3, three successes prove 3: one overload there may be chance,
+		// a second one within two runs of successes is not.
+		{"a proven level takes one overload", 4, []Outcome{Overload, Success, Success, Success, Overload}, 0, 3},
+		{"a proven level is cut by a second overload", 4, []Outcome{Overload, Success, Success, Success, Overload, Success, Overload}, 0, 2},
+		{"a strike is forgotten after two runs of successes", 4,
+			append(append([]Outcome{Overload, Success, Success, Success, Overload}, repeat(Success, 6)...), Overload), 0, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			a, err := NewAIMD(tt.ceiling, time.Second, 5*time.Second)
+			a, err := NewAIMD(tt.ceiling, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -62,7 +67,7 @@ func repeat(o Outcome, n int) []Outcome {
 // overloads above 3 at once, one outcome every 10ms for 40s: the limit spends
 // the run at 3, with fewer and fewer probes of 4.
 func TestAIMDSettlesBelowAFixedCapacity(t *testing.T) {
-	a, _ := NewAIMD(8, 100*time.Millisecond, 2*time.Second)
+	a, _ := NewAIMD(8, 2*time.Second)
 	now := time.Unix(0, 0)
 	const steps = 4000
 	var overloads []int
@@ -82,8 +87,8 @@ func TestAIMDSettlesBelowAFixedCapacity(t *testing.T) {
 	if a.Limit() > 3 {
 		t.Errorf("limit at end = %d, want at most 3", a.Limit())
 	}
-	// The first second is the initial burst (inside the cooldown); after it,
-	// each overload is a probe, and probes grow rarer.
+	// The first second is the initial descent; after it, each overload is a
+	// probe, and probes grow rarer.
 	probes, late := 0, 0
 	for _, i := range overloads {
 		if i >= 100 {
@@ -102,7 +107,7 @@ func TestAIMDSettlesBelowAFixedCapacity(t *testing.T) {
 }
 
 func TestNewAIMDRejectsBadCeiling(t *testing.T) {
-	if _, err := NewAIMD(0, time.Second, time.Second); err == nil {
+	if _, err := NewAIMD(0, time.Second); err == nil {
 		t.Fatal("NewAIMD(0) succeeded, want an error")
 	}
 }
@@ -146,12 +151,79 @@ func TestRunBoundsConcurrencyAndKeepsOrder(t *testing.T) {
 	}
 }
 
+// take acquires n slots of lim.
+func take(t *testing.T, lim *Limiter, n int) []*Slot {
+	t.Helper()
+	var out []*Slot
+	for range n {
+		s, err := lim.Acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// Writes that were in flight together and fail together are one burst: the
+// limit comes down once for them, and again only for a write that started
+// after it came down.
+func TestOverloadsOfOneBurstCutOnce(t *testing.T) {
+	alg, _ := NewAIMD(4, time.Hour)
+	lim := NewLimiter("r", alg)
+	for _, s := range take(t, lim, 4) {
+		s.Observe(Overload)
+		s.Release()
+	}
+	if got := lim.Limit(); got != 3 {
+		t.Fatalf("limit after one burst of 4 overloads = %d, want 3 (one cut)", got)
+	}
+	later := take(t, lim, 3)
+	later[2].Observe(Overload)
+	if got := lim.Limit(); got != 2 {
+		t.Errorf("limit after an overload of a write that started after the cut = %d, want 2", got)
+	}
+}
+
+// A write that failed with room to spare under the limit (fewer in flight
+// than it allows) did not fail for the load the limit allows: the limit
+// stays. One at the edge of the limit cuts it.
+func TestOnlyOverloadsAtTheEdgeCount(t *testing.T) {
+	alg, _ := NewAIMD(4, time.Hour)
+	lim := NewLimiter("r", alg)
+	slots := take(t, lim, 3)
+	slots[0].Observe(Overload) // started alone
+	slots[2].Observe(Overload) // started with 3 in flight, of 4
+	if got := lim.Limit(); got != 4 {
+		t.Fatalf("limit after overloads with room to spare = %d, want 4", got)
+	}
+	edge := take(t, lim, 1)[0]
+	edge.Observe(Overload)
+	if got := lim.Limit(); got != 3 {
+		t.Errorf("limit after an overload at the edge = %d, want 3", got)
+	}
+}
+
+// At the floor an overload teaches nothing: it does not push the next
+// climb further away.
+func TestOverloadAtTheFloorDoesNotDelayTheClimb(t *testing.T) {
+	a, _ := NewAIMD(2, time.Second)
+	t0 := time.Unix(0, 0)
+	a.Observe(Overload, t0) // 2 -> 1
+	for i := range 10 {
+		a.Observe(Overload, t0.Add(time.Duration(i)*100*time.Millisecond))
+	}
+	a.Observe(Success, t0.Add(1100*time.Millisecond))
+	if got := a.Limit(); got != 2 {
+		t.Errorf("limit = %d, want 2: overloads at the floor must not delay the probe", got)
+	}
+}
+
 func TestLoweredLimitTakesEffect(t *testing.T) {
-	alg, _ := NewAIMD(8, time.Hour, time.Hour)
+	alg, _ := NewAIMD(8, time.Hour)
 	var changes []Change
 	lim := NewLimiter("r", alg, OnChange(func(c Change) { changes = append(changes, c) }))
 	lim.Observe(Overload) // 8 -> 6
-	lim.Observe(Overload) // inside cooldown: stays 6
 	var inFlight, peak atomic.Int64
 	Run(context.Background(), trackingJobs(lim, 20, 5*time.Millisecond, &inFlight, &peak))
 	if peak.Load() > 6 {
@@ -163,7 +235,7 @@ func TestLoweredLimitTakesEffect(t *testing.T) {
 }
 
 func TestRaisedLimitWakesWaiters(t *testing.T) {
-	alg, _ := NewAIMD(3, 0, 0)
+	alg, _ := NewAIMD(3, 0)
 	lim := NewLimiter("r", alg)
 	lim.Observe(Overload) // 3 -> 2
 	lim.Observe(Overload) // 2 -> 1
@@ -349,7 +421,7 @@ func TestAcquireAfterCancelHoldsNothing(t *testing.T) {
 // BenchmarkRunOverheadPerJob measures what the queue itself costs per job:
 // jobs that do nothing, under an adaptive limit of 4.
 func BenchmarkRunOverheadPerJob(b *testing.B) {
-	alg, _ := NewAIMD(4, time.Second, 5*time.Second)
+	alg, _ := NewAIMD(4, 5*time.Second)
 	lim := NewLimiter("r", alg)
 	const n = 1000
 	jobs := make([]Job[int], n)
@@ -394,7 +466,7 @@ func TestAcquireOutsideRunSharesTheLimit(t *testing.T) {
 
 // BenchmarkAcquireRelease is what one write pays the limiter for its slot.
 func BenchmarkAcquireRelease(b *testing.B) {
-	alg, _ := NewAIMD(4, time.Second, 5*time.Second)
+	alg, _ := NewAIMD(4, 5*time.Second)
 	lim := NewLimiter("r", alg)
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -405,5 +477,31 @@ func BenchmarkAcquireRelease(b *testing.B) {
 		}
 		s.Observe(Success)
 		s.Release()
+	}
+}
+
+// A level that proved itself and was then cut (two failures by chance) is
+// climbed back to at once; one that fails again before proving itself is a
+// real limit, probed after the interval.
+func TestAProvenLevelCutByChanceComesBack(t *testing.T) {
+	a, _ := NewAIMD(2, 5*time.Second)
+	now := time.Unix(0, 0)
+	step := func(o Outcome) { a.Observe(o, now); now = now.Add(10 * time.Millisecond) }
+	step(Success)
+	step(Success) // 2 is proven
+	step(Overload)
+	step(Overload) // a second one: cut to 1
+	if a.Limit() != 1 {
+		t.Fatalf("limit %d after two overloads, want 1", a.Limit())
+	}
+	step(Success)
+	if a.Limit() != 2 {
+		t.Fatalf("limit %d after a success at 1, want 2 at once: 2 had proven itself", a.Limit())
+	}
+	step(Overload) // fails before proving itself: a real limit
+	step(Success)
+	step(Success)
+	if a.Limit() != 1 {
+		t.Errorf("limit %d, want 1 until the probe interval has passed", a.Limit())
 	}
 }

@@ -46,7 +46,8 @@ func Run[T any](ctx context.Context, jobs []Job[T]) []Result[T] {
 		go func(lim *Limiter, idx []int) {
 			defer wg.Done()
 			for n, i := range idx {
-				if err := lim.acquire(ctx); err != nil {
+				g, err := lim.acquire(ctx)
+				if err != nil {
 					for _, rest := range idx[n:] {
 						results[rest].Err = err
 					}
@@ -55,7 +56,7 @@ func Run[T any](ctx context.Context, jobs []Job[T]) []Result[T] {
 				wg.Add(1)
 				go func(i int) {
 					defer wg.Done()
-					s := &Slot{lim: lim, held: true}
+					s := &Slot{lim: lim, held: true, grant: g}
 					defer s.Release()
 					v, err := jobs[i].Do(ctx, s)
 					results[i] = Result[T]{Value: v, Err: err, Started: true}
@@ -72,22 +73,29 @@ func Run[T any](ctx context.Context, jobs []Job[T]) []Result[T] {
 // never taken by a goroutine whose caller has already given up (oras-go's
 // LimitedRegion and x/sync/semaphore follow the same rule).
 type Slot struct {
-	lim  *Limiter
-	held bool
+	lim   *Limiter
+	held  bool
+	grant grant // how the slot was last taken
 }
 
 // Acquire takes a slot of l for the calling goroutine, which owns it and must
 // Release it. Like a job's first slot, it is never granted to a context that
 // has ended.
 func (l *Limiter) Acquire(ctx context.Context) (*Slot, error) {
-	if err := l.acquire(ctx); err != nil {
+	g, err := l.acquire(ctx)
+	if err != nil {
 		return nil, err
 	}
-	return &Slot{lim: l, held: true}, nil
+	return &Slot{lim: l, held: true, grant: g}, nil
 }
 
-// Observe reports the outcome of one unit of the job's work to the limiter.
-func (s *Slot) Observe(o Outcome) { s.lim.Observe(o) }
+// Observe reports the outcome of the work done under the slot since it was
+// last taken. An overload of work that started before the limit last came
+// down is ignored: it was in flight with the failures that brought it down,
+// and counting it would cut the limit again for the same burst. So is one of
+// work that started with fewer slots held than the limit allowed: it did not
+// fail for the load the limit allows.
+func (s *Slot) Observe(o Outcome) { s.lim.observe(o, s.grant) }
 
 // Release gives the slot back, so that a job waiting (to retry, say) does not
 // keep others from running. Releasing a slot that is not held does nothing.
@@ -105,10 +113,11 @@ func (s *Slot) Acquire(ctx context.Context) error {
 	if s.held {
 		return nil
 	}
-	if err := s.lim.acquire(ctx); err != nil {
+	g, err := s.lim.acquire(ctx)
+	if err != nil {
 		return err
 	}
-	s.held = true
+	s.held, s.grant = true, g
 	return nil
 }
 

@@ -119,14 +119,23 @@ func Headline(rep *pusher.Report) string {
 // when there is nothing to say.
 func StatsLine(s pusher.Stats) string {
 	var parts []string
-	if len(s.Faults) > 0 {
-		var fs []string
-		for _, f := range slices.Sorted(maps.Keys(s.Faults)) {
-			fs = append(fs, fmt.Sprintf("%s: %d", f, s.Faults[f]))
+	faults := func(label string, m map[pusher.Fault]int) {
+		if len(m) == 0 {
+			return
 		}
-		parts = append(parts, "faults seen: "+strings.Join(fs, ", "))
+		var fs []string
+		for _, f := range slices.Sorted(maps.Keys(m)) {
+			fs = append(fs, fmt.Sprintf("%s: %d", f, m[f]))
+		}
+		parts = append(parts, label+strings.Join(fs, ", "))
 	}
-	parts = append(parts, fmt.Sprintf("retries: %d of tags, %d of blob uploads", s.Retries, s.BlobRetries), "time waiting in backoff: "+Duration(s.BackoffWait))
+	faults("faults seen: ", s.Faults)
+	faults("failed reads: ", s.ReadFaults)
+	retries := fmt.Sprintf("retries: %d of tags, %d of blob uploads", s.Retries, s.BlobRetries)
+	if s.ReadRetries > 0 {
+		retries += fmt.Sprintf(", %d of reads", s.ReadRetries)
+	}
+	parts = append(parts, retries, "time waiting in backoff: "+Duration(s.BackoffWait))
 	for _, reg := range slices.Sorted(maps.Keys(s.PeakConcurrency)) {
 		parts = append(parts, fmt.Sprintf("%s: peak writes in flight %d, limit at end %d", reg, s.PeakConcurrency[reg], s.FinalLimit[reg]))
 	}

@@ -120,3 +120,21 @@ func TestMarkdownGroupsByRegistry(t *testing.T) {
 		t.Error("a single registry got a group heading")
 	}
 }
+
+// Reads that were retried are counted apart from writes: they cost no write.
+func TestStatsLineCountsReadsApart(t *testing.T) {
+	line := StatsLine(pusher.Stats{
+		Faults:      map[pusher.Fault]int{pusher.Fault5xx: 2},
+		ReadFaults:  map[pusher.Fault]int{pusher.Fault5xx: 3},
+		Retries:     2,
+		ReadRetries: 3,
+	})
+	for _, want := range []string{"faults seen: 5xx: 2", "failed reads: 5xx: 3", "retries: 2 of tags, 0 of blob uploads, 3 of reads"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("stats line %q lacks %q", line, want)
+		}
+	}
+	if strings.Contains(StatsLine(pusher.Stats{}), "reads") {
+		t.Error("a run with no failed read mentions reads")
+	}
+}

@@ -21,7 +21,7 @@ func openDaemon(ctx context.Context, spec string, o Options) (*Image, error) {
 	if host == "" {
 		host = client.DefaultDockerHost
 	}
-	cli, err := client.New(client.WithHost(host), client.WithAPIVersionNegotiation())
+	cli, err := client.New(client.WithHost(host))
 	if err != nil {
 		return nil, fmt.Errorf("source docker-daemon:%s: Docker engine address %q: %w", spec, host, err)
 	}

@@ -133,35 +133,94 @@ func cosignTag(subject v1.Hash, suffix string) string {
 var cosignSuffixes = []string{".sig", ".att", ".sbom"}
 
 func open(ctx context.Context, spec string, o Options) (*Image, error) {
+	f, err := parse(spec)
+	if err != nil {
+		return nil, err
+	}
+	switch f.kind {
+	case kindOCI:
+		return openOCI(f.rest, o)
+	case kindArchive:
+		return openArchive(f.rest)
+	case kindDaemon:
+		return openDaemon(ctx, f.rest, o)
+	}
+	return openRemote(ctx, f.rest, o)
+}
+
+// The kinds of source.
+const (
+	kindOCI = iota
+	kindArchive
+	kindDaemon
+	kindRegistry
+)
+
+// form is a source spec read: its kind, and what the kind's opener takes.
+type form struct {
+	kind int
+	rest string
+}
+
+// parse reads spec's form without opening anything.
+func parse(spec string) (form, error) {
 	if spec == "" {
-		return nil, fmt.Errorf("source is empty: give %s", Forms)
+		return form{}, fmt.Errorf("source is empty: give %s", Forms)
 	}
 	if scheme, rest, ok := strings.Cut(spec, ":"); ok {
 		switch scheme {
 		case "oci", "oci-layout":
-			return openOCI(rest, o)
+			return form{kindOCI, rest}, nil
 		case "docker-archive":
-			return openArchive(rest)
+			return form{kindArchive, rest}, nil
 		case "docker-daemon":
-			return openDaemon(ctx, rest, o)
+			return form{kindDaemon, rest}, nil
 		case "registry", "docker":
-			return openRemote(ctx, strings.TrimPrefix(rest, "//"), o)
+			return form{kindRegistry, strings.TrimPrefix(rest, "//")}, nil
 		}
 	}
 	if st, err := os.Stat(spec); err == nil {
 		if st.IsDir() {
-			return openOCI(spec, o)
+			return form{kindOCI, spec}, nil
 		}
-		return openArchive(spec)
+		return form{kindArchive, spec}, nil
 	}
 	ref, err := name.ParseReference(spec)
 	if err != nil || looksLikePath(spec) {
-		return nil, fmt.Errorf("source %s: no such file or directory, and not an image reference: give %s", quote.Value(spec), Forms)
+		return form{}, fmt.Errorf("source %s: no such file or directory, and not an image reference: give %s", quote.Value(spec), Forms)
 	}
 	if namesRegistry(spec) {
-		return openRemote(ctx, ref.String(), o)
+		return form{kindRegistry, ref.String()}, nil
 	}
-	return openDaemon(ctx, spec, o)
+	return form{kindDaemon, spec}, nil
+}
+
+// Check says whether spec is a source that can be opened, as far as that
+// can be known without opening it: its form, that a file or layout exists,
+// that a name is an image reference. A run with several images checks every
+// one before it opens any (opening a Docker engine image exports it).
+func Check(spec string) error {
+	f, err := parse(strings.TrimSpace(spec))
+	if err != nil {
+		return err
+	}
+	switch f.kind {
+	case kindOCI, kindArchive:
+		path := f.rest
+		if i := strings.Index(path, "@sha256:"); i >= 0 && f.kind == kindOCI {
+			path = path[:i]
+		} else {
+			path, _ = splitRef(path)
+		}
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("source %s: %w", quote.Value(spec), err)
+		}
+	default:
+		if _, err := name.ParseReference(f.rest); err != nil {
+			return fmt.Errorf("source %s: not an image reference: %w", quote.Value(spec), err)
+		}
+	}
+	return nil
 }
 
 func looksLikePath(s string) bool {

@@ -32,7 +32,9 @@ func (d Duplicate) String() string {
 
 // Error is an invalid item.
 type Error struct {
-	Line int
+	// Input names the input: tags (the default) or images.
+	Input string
+	Line  int
 	// Index is the item's place on its line (1-based) when the line holds
 	// several, else 0.
 	Index int
@@ -41,7 +43,11 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	where := fmt.Sprintf("tags line %d", e.Line)
+	input := e.Input
+	if input == "" {
+		input = "tags"
+	}
+	where := fmt.Sprintf("%s line %d", input, e.Line)
 	if e.Index > 0 {
 		where += fmt.Sprintf(", item %d", e.Index)
 	}

@@ -10,6 +10,7 @@
 package faults
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
@@ -60,7 +61,8 @@ type Config struct {
 	// SecondaryRateLimitFirst answers the first n manifest PUTs with ghcr.io's
 	// 403 DENIED "You have exceeded a secondary rate limit".
 	SecondaryRateLimitFirst int
-	// ReadLag answers GET and HEAD of a manifest path with 404 for this long
+	// ReadLag answers GET and HEAD of a manifest path with 404, and leaves the
+	// tag out of the repository's tag list, for this long
 	// after a PUT to it was accepted: ghcr.io and S3-backed registries.
 	ReadLag time.Duration
 	// LoseAnswerFirst lets the first n manifest PUTs reach the registry, which
@@ -96,6 +98,44 @@ type Config struct {
 	Slow     time.Duration
 	// Latency is added to every request, like a round trip to a remote registry.
 	Latency time.Duration
+	// HeadWithoutDigest answers manifest HEADs without Docker-Content-Digest,
+	// as CDNs and proxies in front of registries do (GET keeps it).
+	HeadWithoutDigest bool
+	// HeadManifestStatus answers every manifest HEAD with this status (404
+	// or 405) while GET works.
+	HeadManifestStatus int
+	// RewriteManifests stores another form of every manifest PUT by tag (the
+	// same JSON, indented), so the tag resolves to another digest than the
+	// one pushed, as a registry that converts manifests does.
+	RewriteManifests bool
+	// FailReadsFirst answers the first n reads (GET or HEAD of a manifest or
+	// a blob) with 500.
+	FailReadsFirst int
+	// FailBlobGetsFirst answers the first n blob GETs with 500: a source
+	// registry failing while its blobs are copied.
+	FailBlobGetsFirst int
+	// TokenAuth puts Bearer token auth in front of the registry (a token
+	// server at /token on the layer itself): every request under /v2/ needs
+	// a token, and one without a good token is answered 401 with a challenge.
+	TokenAuth bool
+	// TokenUses, when positive, makes a token good for that many requests,
+	// then expired.
+	TokenUses int
+	// ShortLivedTokens makes the first n tokens the server issues expire
+	// while in use: a write that carries a body (a manifest or blob PUT, a
+	// PATCH) with one of them, after its first use, is read and answered 401
+	// with a challenge, as a token that expired in flight is. Later tokens
+	// last.
+	ShortLivedTokens int
+	// TrickleErrorFirst answers the first n writes with a 500 whose body
+	// comes one byte a second.
+	TrickleErrorFirst int
+	// ForbidMissingTags answers a read of a tag that does not exist 403
+	// DENIED instead of 404, as JFrog Artifactory does.
+	ForbidMissingTags bool
+	// UploadLocation, when set, replaces the host of the Location the
+	// registry gives an upload session (e.g. localhost:PORT).
+	UploadLocation string
 	// UploadBytesPerSec caps the bandwidth of all request bodies together.
 	UploadBytesPerSec int64
 }
@@ -155,6 +195,17 @@ type Stats struct {
 	AuthUsers map[string]int
 	// PeakWrites is the most writes that were in flight at once.
 	PeakWrites int
+	// PeakReads is the most reads (GET, HEAD) that were in flight at once;
+	// PeakInFlight the most requests of any kind.
+	PeakReads, PeakInFlight int
+	// Tokens counts the tokens the token server issued (TokenAuth).
+	Tokens int
+	// Reads counts GETs and HEADs of manifests, blobs and tag lists (not
+	// the ping, /v2/).
+	Reads int
+	// FirstRequest and LastRequest are when the first and the last request
+	// since Reset arrived.
+	FirstRequest, LastRequest time.Time
 	// Writes records, for every write in arrival order, how many were in
 	// flight as it arrived (itself included) and when.
 	Writes []WriteSample
@@ -184,7 +235,12 @@ type Layer struct {
 	mu       sync.Mutex
 	cfg      Config
 	rng      *rand.Rand
-	inFlight int
+	inFlight int // writes
+	reads    int
+	all      int
+	tokens   map[string]int // uses left per token; -1 no limit
+	used     map[string]bool
+	short    map[string]bool // tokens that expire in flight
 	stats    Stats
 	bw       bandwidth
 	putAt    map[string]time.Time // when each manifest path was last written
@@ -212,6 +268,9 @@ func (l *Layer) Reset(cfg Config) {
 		ManifestPutTimes: make(map[string][]time.Time),
 	}
 	l.bw = bandwidth{rate: cfg.UploadBytesPerSec}
+	l.tokens = make(map[string]int)
+	l.used = make(map[string]bool)
+	l.short = make(map[string]bool)
 	if l.putAt == nil {
 		// Kept across resets: it mirrors what the registry holds.
 		l.putAt = make(map[string]time.Time)
@@ -258,6 +317,7 @@ type kind struct {
 	// blobContent is a request that carries blob bytes: a PATCH of an
 	// upload, or a PUT that sends the whole blob at once.
 	blobContent bool
+	blob        bool // /v2/<name>/blobs/<digest>
 }
 
 func classify(r *http.Request) kind {
@@ -282,6 +342,7 @@ func classify(r *http.Request) kind {
 		k.manifest = true
 	case strings.Contains(p, "/blobs/"):
 		k.repo = p[:strings.Index(p, "/blobs/")]
+		k.blob = true
 	}
 	return k
 }
@@ -296,6 +357,7 @@ type decision struct {
 	fault      string
 	early      bool // answer without reading the body
 	stall      bool // send headers and a little of the body, then nothing
+	trickle    bool // send the body a byte a second
 	redirect   bool // 307 to the same URL
 	loseAnswer bool // pass to the registry, answer 500 (or reset) instead
 }
@@ -307,7 +369,19 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 
 	manifestPut := k.manifest && r.Method == http.MethodPut
 	read := r.Method == http.MethodGet || r.Method == http.MethodHead
+	manifestRead := read && k.manifest
 	switch {
+	case write && l.stats.Injected["trickle"] < c.TrickleErrorFirst:
+		d.status, d.fault, d.trickle = http.StatusInternalServerError, "trickle", true
+		d.body = ociError("UNKNOWN", "unknown error")
+	case read && (k.manifest || k.blob) && l.stats.Injected["read-500"] < c.FailReadsFirst:
+		d.status, d.fault = http.StatusInternalServerError, "read-500"
+		d.body = ociError("UNKNOWN", "unknown error")
+	case r.Method == http.MethodGet && k.blob && l.stats.Injected["blob-get-500"] < c.FailBlobGetsFirst:
+		d.status, d.fault = http.StatusInternalServerError, "blob-get-500"
+		d.body = ociError("UNKNOWN", "unknown error")
+	case manifestRead && r.Method == http.MethodHead && c.HeadManifestStatus != 0:
+		d.status, d.fault = c.HeadManifestStatus, "head-status"
 	case write && c.Outage > 0 && inWindow(time.Since(l.first), c.OutageAfter, c.Outage):
 		d.status, d.fault = http.StatusServiceUnavailable, "outage"
 		d.body = ociError("UNAVAILABLE", "service unavailable")
@@ -392,15 +466,50 @@ func ociError(code, msg string) string {
 func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	k := classify(r)
 	write := isWrite(r.Method)
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead
 
+	if r.URL.Path == "/token" {
+		l.issueToken(w)
+		return
+	}
 	l.mu.Lock()
 	if l.first.IsZero() {
 		l.first = time.Now()
+		l.stats.FirstRequest = l.first
 	}
+	l.stats.LastRequest = time.Now()
 	l.stats.Requests++
 	l.stats.ByMethod[r.Method]++
 	if user, _, ok := r.BasicAuth(); ok {
 		l.stats.AuthUsers[user]++
+	}
+	l.all++
+	l.stats.PeakInFlight = max(l.stats.PeakInFlight, l.all)
+	if read {
+		l.reads++
+		l.stats.PeakReads = max(l.stats.PeakReads, l.reads)
+		if k.repo != "" {
+			l.stats.Reads++
+		}
+	}
+	defer func() {
+		l.mu.Lock()
+		l.all--
+		if read {
+			l.reads--
+		}
+		l.mu.Unlock()
+	}()
+	if l.cfg.TokenAuth && !l.spendToken(r, write && r.ContentLength != 0) {
+		l.mu.Unlock()
+		_, _ = io.Copy(io.Discard, r.Body)
+		scope := ""
+		if k.repo != "" {
+			scope = fmt.Sprintf(`,scope="repository:%s:pull,push"`, k.repo)
+		}
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="http://%s/token",service="faults"%s`, r.Host, scope))
+		writeError(w, http.StatusUnauthorized, ociError("UNAUTHORIZED", "authentication required"))
+		return
 	}
 	if write {
 		l.inFlight++
@@ -439,6 +548,25 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case d.resetAfter >= 0:
 		l.reset(w, r, d.resetAfter)
 		return
+	case d.trickle:
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", fmt.Sprint(len(d.body)))
+		w.WriteHeader(d.status)
+		for i := range len(d.body) {
+			if _, err := io.WriteString(w, d.body[i:i+1]); err != nil {
+				return
+			}
+			if f, ok := w.(http.Flusher); ok {
+				f.Flush()
+			}
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+		return
 	case d.early:
 		// Answer before reading the body; net/http then closes the
 		// connection under the client's body writer.
@@ -476,9 +604,30 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	l.mu.Lock()
+	c := l.cfg
+	l.mu.Unlock()
+	if c.RewriteManifests && k.manifest && r.Method == http.MethodPut && !isDigest(r.URL.Path) {
+		if err := rewriteManifest(r); err != nil {
+			writeError(w, http.StatusBadRequest, ociError("MANIFEST_INVALID", err.Error()))
+			return
+		}
+	}
 	counted := &countingBody{rc: r.Body, layer: l, blob: k.blobUpload && r.Method != http.MethodPost}
 	r.Body = counted
-	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	var out http.ResponseWriter = w
+	if (c.HeadWithoutDigest && k.manifest && r.Method == http.MethodHead) ||
+		(c.UploadLocation != "" && k.blobUpload && r.Method == http.MethodPost) {
+		out = &headerRewriter{ResponseWriter: w, dropDigest: c.HeadWithoutDigest, location: c.UploadLocation}
+	}
+	if c.ForbidMissingTags && k.manifest && read && !isDigest(r.URL.Path) {
+		out = &missingAsForbidden{ResponseWriter: out}
+	}
+	if c.ReadLag > 0 && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/tags/list") {
+		l.lagTagList(w, r, c.ReadLag)
+		return
+	}
+	rec := &statusRecorder{ResponseWriter: out, status: http.StatusOK}
 	l.next.ServeHTTP(rec, r)
 
 	l.mu.Lock()
@@ -496,6 +645,153 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.stats.ManifestPuts++
 		l.putAt[r.URL.Path] = time.Now()
 	}
+}
+
+// lagTagList serves the repository's tag list without the tags written less
+// than lag ago: a replica that has not seen them.
+func (l *Layer) lagTagList(w http.ResponseWriter, r *http.Request, lag time.Duration) {
+	rec := &bufferRecorder{header: make(http.Header), status: http.StatusOK}
+	l.next.ServeHTTP(rec, r)
+	var list struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}
+	if rec.status != http.StatusOK || json.Unmarshal(rec.body.Bytes(), &list) != nil {
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.status)
+		_, _ = w.Write(rec.body.Bytes())
+		return
+	}
+	repo := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v2/"), "/tags/list")
+	kept := list.Tags[:0]
+	l.mu.Lock()
+	for _, t := range list.Tags {
+		if at := l.putAt["/v2/"+repo+"/manifests/"+t]; time.Since(at) >= lag {
+			kept = append(kept, t)
+		} else {
+			l.stats.Injected["lag"]++
+		}
+	}
+	l.mu.Unlock()
+	list.Tags = kept
+	for k, v := range rec.header {
+		w.Header()[k] = v
+	}
+	w.Header().Del("Content-Length")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(list)
+}
+
+// bufferRecorder keeps the registry's answer for the layer to change.
+type bufferRecorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferRecorder) Header() http.Header         { return b.header }
+func (b *bufferRecorder) Write(p []byte) (int, error) { return b.body.Write(p) }
+func (b *bufferRecorder) WriteHeader(code int)        { b.status = code }
+
+// issueToken is the token server: a new token, good for TokenUses requests.
+func (l *Layer) issueToken(w http.ResponseWriter) {
+	l.mu.Lock()
+	l.stats.Tokens++
+	tok := fmt.Sprintf("tok-%d", l.stats.Tokens)
+	l.tokens[tok] = l.cfg.TokenUses
+	if l.tokens[tok] <= 0 {
+		l.tokens[tok] = -1 // no limit
+	}
+	l.short[tok] = l.stats.Tokens <= l.cfg.ShortLivedTokens
+	l.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{"token": tok, "access_token": tok})
+}
+
+// spendToken uses one request of the request's token, and takes the header
+// off (the registry behind has no auth). A body-carrying write may find its
+// token expired (ShortLivedTokens). Called with l.mu held.
+func (l *Layer) spendToken(r *http.Request, carriesBody bool) bool {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || l.tokens[tok] == 0 {
+		return false
+	}
+	if carriesBody && l.used[tok] && l.short[tok] {
+		l.stats.Injected["token-expired"]++
+		l.tokens[tok] = 0
+		return false
+	}
+	if l.tokens[tok] > 0 {
+		l.tokens[tok]--
+	}
+	l.used[tok] = true
+	r.Header.Del("Authorization")
+	return true
+}
+
+// rewriteManifest replaces a manifest PUT's body with the same JSON,
+// indented: another form, another digest.
+func rewriteManifest(r *http.Request) error {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return err
+	}
+	r.Body = io.NopCloser(&out)
+	r.ContentLength = int64(out.Len())
+	r.Header.Set("Content-Length", fmt.Sprint(out.Len()))
+	return nil
+}
+
+// headerRewriter changes the registry's answer headers: it drops
+// Docker-Content-Digest, or moves an upload's Location to another host.
+type headerRewriter struct {
+	http.ResponseWriter
+	dropDigest bool
+	location   string
+}
+
+func (h *headerRewriter) WriteHeader(code int) {
+	if h.dropDigest {
+		h.Header().Del("Docker-Content-Digest")
+	}
+	if h.location != "" {
+		if u, err := url.Parse(h.Header().Get("Location")); err == nil && h.Header().Get("Location") != "" {
+			u.Scheme, u.Host = "http", h.location
+			h.Header().Set("Location", u.String())
+		}
+	}
+	h.ResponseWriter.WriteHeader(code)
+}
+
+// missingAsForbidden answers 403 DENIED where the registry answers 404.
+type missingAsForbidden struct {
+	http.ResponseWriter
+	denied bool
+}
+
+func (m *missingAsForbidden) WriteHeader(code int) {
+	if code == http.StatusNotFound {
+		m.denied = true
+		m.Header().Set("Content-Type", "application/json")
+		m.Header().Del("Content-Length")
+		m.ResponseWriter.WriteHeader(http.StatusForbidden)
+		_, _ = io.WriteString(m.ResponseWriter, ociError("DENIED", "forbidden"))
+		return
+	}
+	m.ResponseWriter.WriteHeader(code)
+}
+
+func (m *missingAsForbidden) Write(p []byte) (int, error) {
+	if m.denied {
+		return len(p), nil // the 404's own body
+	}
+	return m.ResponseWriter.Write(p)
 }
 
 // loseAnswer hands a manifest PUT to the registry, which commits it, and

@@ -36,8 +36,17 @@ import (
 	"github.com/tagpush/tagpush/internal/faults"
 )
 
-// Module is the registry's module and version.
-const Module = "github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
+// Module is the registry's module and version. v3.0.0 is the reference: it
+// answers a manifest read 500 ("invalid checksum digest format") while
+// another tag of the same manifest is written in the repository, as older
+// Distribution releases (registry:2) in the field do; v3.1.2 does not.
+const Module = RegistryModule + "@" + DefaultVersion
+
+// RegistryModule is Distribution's command, without a version.
+const RegistryModule = "github.com/distribution/distribution/v3/cmd/registry"
+
+// DefaultVersion is the Distribution release tests and the benchmark run.
+const DefaultVersion = "v3.0.0"
 
 // Registry is a running Distribution registry with a fault layer in front.
 type Registry struct {
@@ -70,6 +79,11 @@ type Options struct {
 	// 127.0.0.1 signed by a CA made for the registry (CAFile). Host is then
 	// the registry's own address: there is no fault layer (Faults is nil).
 	TLS bool
+	// Binary is the registry binary to run; empty means Binary's.
+	Binary string
+	// AllowForeignURLs lets manifests name non-distributable layers by URL
+	// (Distribution allows none by default).
+	AllowForeignURLs bool
 }
 
 // Binary returns the path of the registry binary, installing it when needed.
@@ -78,6 +92,12 @@ func Binary(ctx context.Context) (string, error) {
 		return p, nil
 	}
 	return Tool(ctx, Module, "registry")
+}
+
+// BinaryVersion returns the path of Distribution's registry at version
+// (v3.0.0, v3.1.2), installing it when needed.
+func BinaryVersion(ctx context.Context, version string) (string, error) {
+	return Tool(ctx, RegistryModule+"@"+version, "registry")
 }
 
 // OrasModule is the best peer the benchmark races: oras cp.
@@ -133,17 +153,20 @@ func Tool(ctx context.Context, module, bin string) (string, error) {
 
 // toolDir keeps the cache layout earlier versions used for the registry.
 func toolDir(module, bin, version string) string {
-	if module == Module {
+	if strings.HasPrefix(module, RegistryModule+"@") {
 		return "distribution-" + version
 	}
 	return bin + "-" + version
 }
 
-// Start starts a registry with an in-memory store.
+// Start starts a registry.
 func Start(ctx context.Context, opts Options) (*Registry, error) {
-	bin, err := Binary(ctx)
-	if err != nil {
-		return nil, err
+	bin := opts.Binary
+	if bin == "" {
+		var err error
+		if bin, err = Binary(ctx); err != nil {
+			return nil, err
+		}
 	}
 	dir, err := os.MkdirTemp("", "tagpush-registry-")
 	if err != nil {
@@ -182,6 +205,10 @@ func (r *Registry) start(ctx context.Context, bin string, opts Options) error {
 	if opts.OnDisk {
 		storage = fmt.Sprintf("filesystem:\n    rootdirectory: %s", filepath.Join(r.dir, "data"))
 	}
+	validation := ""
+	if opts.AllowForeignURLs {
+		validation = "validation:\n  manifests:\n    urls:\n      allow:\n        - ^https?://\n"
+	}
 	cfg := fmt.Sprintf(`version: 0.1
 log:
   level: warn
@@ -193,7 +220,7 @@ storage:
     enabled: true
 http:
   addr: %s
-%s`, storage, addr, auth)
+%s%s`, storage, addr, auth, validation)
 	cfgPath := filepath.Join(r.dir, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
