@@ -86,7 +86,7 @@ func run() error {
 	flag.BoolVar(&s.memory, "memory", false, "instead: peak memory of tagpush pushing a large image from an OCI layout and a docker-archive")
 	flag.IntVar(&s.memoryMiB, "memory-mib", 1024, "image size for --memory")
 	flag.BoolVar(&s.scale, "scale", false, "instead: tagpush with 100 and with 1,000 tags")
-	flag.StringVar(&s.suite, "suite", "", "instead: a named set of cases: reference (the read-path cases: healthy, 200 tags, ghcr-like, an index; tagpush and oras)")
+	flag.StringVar(&s.suite, "suite", "", "instead: a named set of cases: reference (the read-path cases: healthy, 200 tags, ghcr-like, an index; tagpush and oras), microservices (4 images x 3 tags: tagpush in one run, in four, and docker push where an engine answers)")
 	flag.StringVar(&s.version, "registry-version", testregistry.DefaultVersion, "Distribution release to run (v3.0.0, v3.1.2)")
 	flag.Parse()
 	s.scenarios = strings.Split(scenarios, ",")
@@ -101,8 +101,8 @@ func run() error {
 			return err
 		}
 	}
-	if s.suite != "" && s.suite != "reference" {
-		return fmt.Errorf("unknown suite %q (known: reference)", s.suite)
+	if s.suite != "" && s.suite != "reference" && s.suite != "microservices" {
+		return fmt.Errorf("unknown suite %q (known: reference, microservices)", s.suite)
 	}
 
 	ctx := context.Background()
@@ -124,6 +124,8 @@ func run() error {
 		return b.scaleBench(ctx, s)
 	case s.suite == "reference":
 		return b.referenceBench(ctx, s)
+	case s.suite == "microservices":
+		return b.microBench(ctx, s)
 	}
 	return b.raceBench(ctx, s)
 }
@@ -151,7 +153,7 @@ func setUp(ctx context.Context, s settings, work string) (*bench, error) {
 	if err != nil {
 		return nil, err
 	}
-	if slices.Contains(s.contenders, "oras") || s.suite != "" {
+	if slices.Contains(s.contenders, "oras") || s.suite == "reference" {
 		fmt.Fprintln(os.Stderr, "bench: installing oras (the first run builds it)")
 		if env.oras, err = testregistry.Tool(ctx, testregistry.OrasModule, "oras"); err != nil {
 			reg.Close()
@@ -547,6 +549,36 @@ func (b *bench) memoryBench(ctx context.Context, s settings) error {
 		}
 		fmt.Printf("| %s | %.1f | %d | %.0f | %.0f |\n", strings.SplitN(src, ":", 2)[0], smp.wall.Seconds(), countResolving(reg, repo, 3), float64(smp.stats.BlobBytes)/(1<<20), float64(smp.rss)/(1<<20))
 	}
+	// Four images of a quarter of the size each, in one run (the images
+	// input), every one opening while the others push: docker-archive
+	// copies of the same layers under four names.
+	var lines []string
+	for i := range 4 {
+		quarter := filepath.Join(work, fmt.Sprintf("quarter-%d", i))
+		d, err := testimage.WriteRandomLayout(quarter, 1, int64(s.memoryMiB)<<20/4, uint64(10+i))
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(work, fmt.Sprintf("quarter-%d.tar", i))
+		if err := writeArchive(quarter, d, path); err != nil {
+			return err
+		}
+		lines = append(lines, fmt.Sprintf("docker-archive:%s -> %s/bench/memory-four-%d:t0, %s/bench/memory-four-%d:t1, %s/bench/memory-four-%d:t2", path, reg.Host, i, reg.Host, i, reg.Host, i))
+	}
+	reg.Faults.Reset(faults.Config{})
+	dir4, err := os.MkdirTemp(work, "run-")
+	if err != nil {
+		return err
+	}
+	o, err := b.runTagpush(ctx, dir4, "INPUT_IMAGES="+strings.Join(lines, "\n"))
+	if err != nil {
+		return err
+	}
+	pushed := 0
+	for i := range 4 {
+		pushed += countResolving(reg, fmt.Sprintf("bench/memory-four-%d", i), 3)
+	}
+	fmt.Printf("| 4 x docker-archive, one run | %.1f | %d | %.0f | %.0f |\n", o.wall.Seconds(), pushed, float64(reg.Faults.Stats().BlobBytes)/(1<<20), float64(o.rss)/(1<<20))
 	return nil
 }
 

@@ -18,8 +18,11 @@ import (
 
 // Config is a validated configuration.
 type Config struct {
-	Source        string
-	Tags          string
+	Source string
+	Tags   string
+	// Images is the images input: several images, one per line, instead of
+	// Source and Tags.
+	Images        string
 	Repository    string
 	Platform      string
 	Username      string
@@ -99,7 +102,7 @@ func Load(args []string, inputs map[string]string, help io.Writer) (*Config, err
 func Inputs() []ci.Input {
 	var in []ci.Input
 	for _, o := range Options() {
-		in = append(in, ci.Input{Name: o.Name, List: o.Kind == List})
+		in = append(in, ci.Input{Name: o.Name, List: o.Kind == List || o.Kind == Lines})
 	}
 	return in
 }
@@ -108,6 +111,7 @@ func parse(v map[string]string) (*Config, error) {
 	c := &Config{
 		Source:       strings.TrimSpace(v["source"]),
 		Tags:         v["tags"],
+		Images:       v["images"],
 		Repository:   strings.TrimSpace(v["repository"]),
 		Platform:     strings.TrimSpace(v["platform"]),
 		Username:     strings.TrimSpace(v["username"]),
@@ -116,11 +120,18 @@ func parse(v map[string]string) (*Config, error) {
 		CAFile:       strings.TrimSpace(v["ca-file"]),
 	}
 	var errs []error
-	if c.Source == "" {
-		errs = append(errs, usage("source is required: the image to push, e.g. oci:./build/image"))
-	}
-	if strings.TrimSpace(c.Tags) == "" {
-		errs = append(errs, usage("tags is required: where to push, e.g. ghcr.io/acme/app:1.4"))
+	switch {
+	case strings.TrimSpace(c.Images) != "":
+		if c.Source != "" || strings.TrimSpace(c.Tags) != "" {
+			errs = append(errs, usage("images is given with source or tags: give images (several images, SOURCE -> TAGS per line) or source and tags (one image), not both"))
+		}
+	default:
+		if c.Source == "" {
+			errs = append(errs, usage("source is required: the image to push, e.g. oci:./build/image (or images: several, SOURCE -> TAGS per line)"))
+		}
+		if strings.TrimSpace(c.Tags) == "" {
+			errs = append(errs, usage("tags is required: where to push, e.g. ghcr.io/acme/app:1.4"))
+		}
 	}
 	// Values are checked for their kind here; what range a number or a
 	// duration may take is the pusher's rule (pusher.New says, naming the

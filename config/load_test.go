@@ -20,6 +20,7 @@ var sample = map[string]struct {
 }{
 	"source":              {"oci:./img", func(c *Config) string { return c.Source }},
 	"tags":                {"a.io/x:1\na.io/x:2", func(c *Config) string { return c.Tags }},
+	"images":              {"a.tar -> a.io/x:1, a.io/x:2\nb.tar -> a.io/y:1", func(c *Config) string { return c.Images }},
 	"repository":          {"a.io/x", func(c *Config) string { return c.Repository }},
 	"platform":            {"linux/arm64", func(c *Config) string { return c.Platform }},
 	"username":            {"robot", func(c *Config) string { return c.Username }},
@@ -69,6 +70,9 @@ func TestEveryOptionIsReadByEveryFrontEnd(t *testing.T) {
 			bb := map[string]string{"BITBUCKET_BUILD_NUMBER": "1"}
 			var args []string
 			for k, v := range base {
+				if o.Name == "images" {
+					break // images replaces source and tags
+				}
 				gh["INPUT_"+strings.ToUpper(k)] = v
 				bb[strings.ToUpper(k)] = v
 				args = append(args, "--"+k, v)
@@ -109,6 +113,33 @@ func mustDuration(t *testing.T, s string) time.Duration {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// images is one form, source and tags the other: both at once, or
+// neither, is bad input that names what to give.
+func TestImagesOrSourceAndTags(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"both", []string{"--images", "a.tar -> a.io/x:1", "--source", "b.tar"}, "images is given with source or tags"},
+		{"both, tags", []string{"--images", "a.tar -> a.io/x:1", "--tags", "a.io/x:2"}, "images is given with source or tags"},
+		{"neither", nil, "source is required"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(tt.args, nil, &bytes.Buffer{})
+			var ue *UsageError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want a usage error saying %q", err, tt.want)
+			}
+		})
+	}
+	// A Bitbucket YAML list arrives as IMAGES_COUNT, IMAGES_0...: one image an item.
+	c := load(t, nil, map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "IMAGES_COUNT": "2", "IMAGES_0": "a.tar -> a.io/x:1, a.io/x:2", "IMAGES_1": "b.tar -> a.io/y:1"})
+	if c.Images != "a.tar -> a.io/x:1, a.io/x:2\nb.tar -> a.io/y:1" {
+		t.Errorf("images from a Bitbucket list = %q", c.Images)
+	}
 }
 
 func TestFlagsWinOverInputs(t *testing.T) {

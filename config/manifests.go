@@ -54,7 +54,7 @@ tags:
   - push
 variables:
 `, yamlString(image))
-	for _, o := range append(Options(), debugOption()) {
+	for _, o := range Options() {
 		fmt.Fprintf(&b, "  - name: %s\n    description: %s\n    required: %t\n", o.Variable(), yamlString(o.Description), o.Required)
 		if o.Default != "" {
 			fmt.Fprintf(&b, "    default: %s\n", yamlString(o.Default))
@@ -64,12 +64,6 @@ variables:
 		}
 	}
 	return b.String()
-}
-
-// debugOption is the pipe's DEBUG variable; in the CLI it is --debug and in
-// GitHub the runner's own debug logging.
-func debugOption() Option {
-	return Option{Name: "debug", Kind: Bool, Default: "false", Description: "Log every retry and limit change in detail."}
 }
 
 // yamlString quotes s as a YAML double-quoted scalar.

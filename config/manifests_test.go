@@ -107,9 +107,12 @@ func TestPipeYAMLDeclaresEveryOption(t *testing.T) {
 	}
 	vars := make(map[string]int)
 	for i, v := range p.Variables {
+		if _, twice := vars[v.Name]; twice {
+			t.Errorf("pipe.yml declares %s twice", v.Name)
+		}
 		vars[v.Name] = i
 	}
-	for _, o := range append(Options(), debugOption()) {
+	for _, o := range Options() {
 		i, ok := vars[o.Variable()]
 		if !ok {
 			t.Errorf("variable %s missing", o.Variable())
@@ -120,7 +123,7 @@ func TestPipeYAMLDeclaresEveryOption(t *testing.T) {
 			t.Errorf("variable %s = %+v, table %+v", v.Name, v, o)
 		}
 	}
-	if len(p.Variables) != len(Options())+1 {
-		t.Errorf("pipe.yml has %d variables, want %d", len(p.Variables), len(Options())+1)
+	if len(p.Variables) != len(Options()) {
+		t.Errorf("pipe.yml has %d variables, want %d", len(p.Variables), len(Options()))
 	}
 }

@@ -18,6 +18,7 @@ type Kind int
 const (
 	String Kind = iota
 	List        // items separated by newlines or commas
+	Lines       // items one per line (an item may hold commas)
 	Int
 	Bool
 	Duration
@@ -53,10 +54,12 @@ func (o Option) Variable() string {
 // Options returns the options, in the order the docs list them.
 func Options() []Option {
 	return []Option{
-		{Name: "source", Group: GroupWhat, Placeholder: "SOURCE", Kind: String, Required: true,
+		{Name: "source", Group: GroupWhat, Placeholder: "SOURCE", Kind: String,
 			Description: "The image to push: oci:PATH[:REF|@DIGEST] (an OCI layout), docker-archive:PATH[:NAME:TAG] (docker save), docker-daemon:NAME[:TAG] (the local Docker engine), registry:REF (an image in a registry), or a path to a layout or archive."},
-		{Name: "tags", Group: GroupWhat, Placeholder: "TAGS", Kind: List, Required: true,
+		{Name: "tags", Group: GroupWhat, Placeholder: "TAGS", Kind: List,
 			Description: "Destination tags, one per line or separated by commas: full references (ghcr.io/acme/app:1.4) or bare tags joined to `repository`. Blank lines and # comments are ignored."},
+		{Name: "images", Group: GroupWhat, Placeholder: "IMAGES", Kind: Lines,
+			Description: "Several images in one run, instead of source and tags: one per line, SOURCE -> TAG, TAG, ... with full references (docker-daemon:api:ci -> ghcr.io/acme/api:1.4, ghcr.io/acme/api:latest). They share one write limit per registry, and a layer goes up once per registry."},
 		{Name: "repository", Group: GroupWhat, Placeholder: "REPO", Kind: String,
 			Description: "Default repository for bare tags, e.g. ghcr.io/acme/app."},
 		{Name: "platform", Group: GroupWhat, Placeholder: "OS/ARCH", Kind: String,
@@ -105,8 +108,9 @@ type Output struct {
 // Outputs returns the action's outputs.
 func Outputs() []Output {
 	return []Output{
-		{"digest", "The manifest digest pushed."},
-		{"results", `JSON array, in input order, of {"tag","status","digest","attempts","duration_ms","error","referrers"}; status is pushed, unchanged, failed or cancelled; referrers counts the signatures, attestations and SBOMs that went with the image to the tag's repository.`},
+		{"digest", "The manifest digest pushed (with images: the first image's)."},
+		{"digests", `JSON object of each image's digest by its source, e.g. {"docker-daemon:api:ci":"sha256:..."}.`},
+		{"results", `JSON array, in input order, of {"tag","source","status","digest","attempts","duration_ms","error","referrers"}; status is pushed, unchanged, failed or cancelled; source is the image's; referrers counts the signatures, attestations and SBOMs that went with the image to the tag's repository.`},
 		{"pushed", "References that hold the digest now, one per line: those pushed and those unchanged."},
 		{"unchanged", "References that already held the digest, so nothing was written for them, one per line."},
 		{"failed", "References that failed or were cancelled, one per line."},

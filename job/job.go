@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/logs"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/tagpush/tagpush/ci"
 	"github.com/tagpush/tagpush/config"
@@ -129,10 +130,14 @@ func (j *job) exit(err error) int {
 
 // plan is a run ready to push.
 type plan struct {
-	cfg    *config.Config
-	items  []taglist.Item
-	tags   []name.Tag
-	img    *source.Image
+	cfg   *config.Config
+	items []taglist.Item // every destination, in the order given
+	tags  []name.Tag
+	// images are what to push: the one image of source and tags, opened
+	// already, or the images input's, each opened as the push runs.
+	images []pusher.Image
+	// what describes the push, for the log.
+	what   string
 	pusher *pusher.Pusher
 }
 
@@ -155,7 +160,20 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 		logs.Warn = stdlog.New(debugWriter{j.log}, "warning: ", 0)
 	}
 
-	items, dups, tagErr := taglist.Parse(cfg.Tags, cfg.Repository)
+	var (
+		items  []taglist.Item
+		dups   []taglist.Duplicate
+		tagErr error
+		lines  []taglist.Image
+	)
+	if cfg.Images != "" {
+		lines, dups, tagErr = taglist.ParseImages(cfg.Images)
+		for _, l := range lines {
+			items = append(items, l.Items...)
+		}
+	} else {
+		items, dups, tagErr = taglist.Parse(cfg.Tags, cfg.Repository)
+	}
 	var regs []string
 	for _, it := range items {
 		regs = append(regs, it.Tag.RegistryStr())
@@ -222,36 +240,88 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 	if err != nil {
 		return nil, badInput(err)
 	}
-	img, err := source.Open(ctx, cfg.Source, source.Options{
+	srcOpts := source.Options{
 		Keychain:   keychain,
 		Transport:  transport,
 		Referrers:  cfg.Referrers,
 		Platform:   cfg.Platform,
 		DockerHost: j.facts.DockerHost,
-	})
-	if err != nil {
+	}
+	pl := &plan{cfg: cfg, items: items, tags: tags, pusher: p}
+	if lines == nil {
+		// One image: opened now, so that a wrong source is bad input and
+		// nothing is pushed.
+		img, err := source.Open(ctx, cfg.Source, srcOpts)
+		if err != nil {
+			return nil, badInput(err)
+		}
+		j.logReferrers(img)
+		pl.what = img.Description
+		pl.images = []pusher.Image{{Name: cfg.Source, Tags: tags, Open: func(context.Context) (remote.Taggable, []pusher.Referrer, error) {
+			return img.Taggable, referrersOf(img), nil
+		}}}
+	} else if pl.images, err = j.images(lines, tags, srcOpts); err != nil {
 		return nil, badInput(err)
 	}
-	pl := &plan{cfg: cfg, items: items, tags: tags, img: img, pusher: p}
 	j.logPlan(pl)
 	return pl, nil
 }
 
-func (j *job) push(ctx context.Context, pl *plan) (*pusher.Report, error) {
-	start := time.Now()
-	refs := make([]pusher.Referrer, len(pl.img.Referrers))
-	for i, ref := range pl.img.Referrers {
+// images are the images input's images: every source is checked before any
+// is opened (a wrong one is bad input, and nothing is pushed), and each opens
+// as the push runs, beside the others' uploads.
+func (j *job) images(lines []taglist.Image, tags []name.Tag, o source.Options) ([]pusher.Image, error) {
+	var errs []error
+	for _, l := range lines {
+		if err := source.Check(l.Source); err != nil {
+			errs = append(errs, fmt.Errorf("images line %d: %w", l.Line, err))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	// tags are the items' tags, in order, with insecure registries allowed.
+	var out []pusher.Image
+	next := 0
+	for _, l := range lines {
+		spec := l.Source
+		out = append(out, pusher.Image{Name: spec, Tags: tags[next : next+len(l.Items)], Open: func(ctx context.Context) (remote.Taggable, []pusher.Referrer, error) {
+			start := time.Now()
+			img, err := source.Open(ctx, spec, o)
+			if err != nil {
+				return nil, nil, err
+			}
+			j.log.Infof("%s: %s, opened in %s", spec, img.Description, report.Duration(time.Since(start)))
+			j.logReferrers(img)
+			return img.Taggable, referrersOf(img), nil
+		}})
+		next += len(l.Items)
+	}
+	return out, nil
+}
+
+// referrersOf is what travels with img, as the pusher takes it.
+func referrersOf(img *source.Image) []pusher.Referrer {
+	refs := make([]pusher.Referrer, len(img.Referrers))
+	for i, ref := range img.Referrers {
 		refs[i] = pusher.Referrer{Taggable: ref.Taggable, Tag: ref.Tag}
+	}
+	return refs
+}
+
+func (j *job) logReferrers(img *source.Image) {
+	for _, ref := range img.Referrers {
 		what := "referrer " + ref.Digest.String()
 		if ref.Tag != "" {
 			what = "referrer tag " + ref.Tag
 		}
 		j.log.Infof("with %s", what)
 	}
-	rep, err := pl.pusher.Push(ctx, pl.img.Taggable, pl.tags, refs...)
-	if err != nil {
-		return nil, badInput(fmt.Errorf("cannot read the source: %w", err))
-	}
+}
+
+func (j *job) push(ctx context.Context, pl *plan) (*pusher.Report, error) {
+	start := time.Now()
+	rep := pl.pusher.PushAll(ctx, pl.images)
 	j.log.Infof("%s in %s", report.Headline(rep), report.Duration(time.Since(start)))
 	return rep, nil
 }
@@ -321,8 +391,12 @@ func (j *job) logPlan(pl *plan) {
 	if !pl.cfg.Adaptive {
 		mode = "fixed"
 	}
-	j.log.Infof("pushing %s to %d tag(s) in %d repositor%s on %s; concurrency %d (%s), up to %d attempt(s) per tag",
-		pl.img.Description, len(pl.tags), len(repos), plural(len(repos), "y", "ies"),
+	what := pl.what
+	if len(pl.images) > 1 {
+		what = fmt.Sprintf("%d images", len(pl.images))
+	}
+	j.log.Infof("pushing %s to %d tag(s) in %d repositor%s on %s; concurrency %d per registry (%s), up to %d attempt(s) per tag",
+		what, len(pl.tags), len(repos), plural(len(repos), "y", "ies"),
 		strings.Join(slices.Sorted(maps.Keys(regs)), ", "), pl.cfg.Concurrency, mode, pl.cfg.MaxAttempts)
 	for _, it := range pl.items {
 		j.log.Debugf("tag from line %d: %s", it.Line, it.Tag)

@@ -20,6 +20,10 @@ func (j *job) publish(rep *pusher.Report) error {
 	if err != nil {
 		return err
 	}
+	digests, err := report.Digests(rep)
+	if err != nil {
+		return err
+	}
 	text := report.Table(rep)
 	if line := report.ReferrersLine(rep.Results); line != "" {
 		text += line + "\n"
@@ -37,6 +41,7 @@ func (j *job) publish(rep *pusher.Report) error {
 		JSON:     results,
 		Outputs: []ci.Output{
 			{Name: "digest", Value: rep.Digest},
+			{Name: "digests", Value: digests},
 			{Name: "results", Value: results},
 			// pushed lists every tag that holds the digest now, unchanged
 			// ones included; unchanged lists those that needed no write.

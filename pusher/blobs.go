@@ -188,13 +188,22 @@ func (rs *repoState) putChild(ctx context.Context, ch child) (int, verdict, erro
 }
 
 // ensureBlob makes sure the repository has one blob: a read, then, when it
-// is missing, an upload under a write slot, retried on its own. An attempt
-// after one whose answer was lost or ambiguous reads again first: the
-// registry may have committed the blob.
+// is missing, a mount from another repository of the registry that holds it,
+// or an upload, under a write slot, retried on its own. An attempt after one
+// whose answer was lost or ambiguous reads again first: the registry may
+// have committed the blob.
+//
+// The registry keeps each blob's home: the repository that holds it, or is
+// having it uploaded. A repository that needs a blob another one is getting
+// waits for that upload (holding no slot) and mounts the blob from there, so
+// one image pushed to several repositories of a registry goes up about once;
+// a registry that will not mount (it answers 202) gets the upload in the
+// session the refused mount opened. A registry: source on the same registry
+// is a home too.
 func (rs *repoState) ensureBlob(ctx context.Context, b blob) (int, verdict, error) {
 	r := rs.run
 	what := rs.label(b.digest)
-	if _, ok := b.layer.(*remote.MountableLayer); ok || r.chunkedOnly(rs.reg.host) {
+	if r.chunkedOnly(rs.reg.host) {
 		return r.writes(ctx, rs.reg, what, true, func(ctx context.Context, _ int) error {
 			return r.underSlot(ctx, rs.reg, rs.reg.writes.Acquire, func() error { return rs.uploadWithPusher(ctx, b) })
 		})
@@ -210,19 +219,39 @@ func (rs *repoState) ensureBlob(ctx context.Context, b blob) (int, verdict, erro
 			err = fmt.Errorf("check blob %s: %w", b.digest, err)
 			return false, &spent{attempts: 1, last: verdictOf(ctx, err), err: err}
 		}
+		if found {
+			rs.reg.noteHome(b.digest, rs.repo.RepositoryStr())
+		}
 		return found, nil
 	}
 	if found, err := exists(ctx); err != nil || found {
 		return 1, verdictOf(ctx, err), err
 	}
-	return r.writes(ctx, rs.reg, what, true, func(ctx context.Context, attempt int) error {
+	from := sourceRepository(b.layer, rs.reg.host)
+	var home *blobHome
+	for from == "" {
+		h, mine := rs.reg.claim(b.digest, rs.repo.RepositoryStr())
+		if mine {
+			home = h
+			break
+		}
+		select {
+		case <-h.done:
+		case <-ctx.Done():
+			return 0, verdictOf(ctx, ctx.Err()), context.Cause(ctx)
+		}
+		if h.ok {
+			from = h.repo
+		}
+	}
+	a, v, err := r.writes(ctx, rs.reg, what, true, func(ctx context.Context, attempt int) error {
 		if attempt > 1 {
 			if found, err := exists(ctx); err != nil || found {
 				return err
 			}
 		}
 		return r.underSlot(ctx, rs.reg, rs.reg.writes.Acquire, func() error {
-			err := rs.uploadBlob(ctx, b)
+			_, err := rs.uploadBlob(ctx, b, from)
 			if refusesMonolithic(err) {
 				// Take the registry at its word: chunked uploads from now
 				// on, starting with this blob, in this attempt.
@@ -235,6 +264,22 @@ func (rs *repoState) ensureBlob(ctx context.Context, b blob) (int, verdict, erro
 			return nil
 		})
 	})
+	if home != nil {
+		rs.reg.settle(home, err == nil)
+	} else if err == nil {
+		rs.reg.noteHome(b.digest, rs.repo.RepositoryStr())
+	}
+	return a, v, err
+}
+
+// sourceRepository is the repository a registry: source's layer comes from,
+// when it is on the destination's registry: a blob to mount, not to copy.
+func sourceRepository(l v1.Layer, host string) string {
+	ml, ok := l.(*remote.MountableLayer)
+	if !ok || ml.Reference == nil || ml.Reference.Context().RegistryStr() != host {
+		return ""
+	}
+	return ml.Reference.Context().RepositoryStr()
 }
 
 // uploadWithPusher uploads a blob through go-containerregistry's Pusher: a

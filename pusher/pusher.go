@@ -50,7 +50,9 @@ var errExists = errors.New("tag exists")
 
 // Result is what became of one tag.
 type Result struct {
-	Tag      name.Tag
+	Tag name.Tag
+	// Image names the image the tag was to get (Image.Name).
+	Image    string
 	Status   Status
 	Digest   string
 	Attempts int
@@ -91,11 +93,35 @@ type Stats struct {
 	FinalLimit map[string]int
 }
 
-// Report is the outcome of a run: one result per tag, in the order given.
+// Report is the outcome of a run: one result per tag, in the order of the
+// images and of their tags.
 type Report struct {
-	Digest  string
+	// Digest is the first image's digest.
+	Digest string
+	// Images says what became of each image, in the order given.
+	Images  []ImageResult
 	Results []Result
 	Stats   Stats
+}
+
+// Image is one image of a run and where it goes.
+type Image struct {
+	// Name names the image in the results: its source, as a person wrote it.
+	Name string
+	// Open returns the image (a v1.Image or v1.ImageIndex) and what refers
+	// to it. PushAll calls it once, on a goroutine of its own, so that one
+	// image's source opens (a Docker engine's export) while others push.
+	Open func(context.Context) (remote.Taggable, []Referrer, error)
+	Tags []name.Tag
+}
+
+// ImageResult is what became of one image.
+type ImageResult struct {
+	Name string
+	// Digest is the image's digest, empty when it could not be read.
+	Digest string
+	// Err is why the image could not be opened or read; its tags failed.
+	Err error
 }
 
 // Pusher pushes images to tags. It is safe to use for one run at a time.
@@ -128,33 +154,112 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag,
 		return nil, err
 	}
 	c.referrers = refs
+	return p.push(ctx, []opened{{tags: tags, open: func(context.Context) (*content, error) { return c, nil }}}), nil
+}
+
+// PushAll pushes every image to its tags in one run: one write limit and one
+// read budget per registry for all of them, each blob checked and uploaded
+// once per repository whichever images share it, and a blob one repository
+// of a registry has mounted into the others. Each image opens on a goroutine
+// of its own while the others push; one that cannot be opened or read fails
+// its tags, and the others go on.
+func (p *Pusher) PushAll(ctx context.Context, images []Image) *Report {
+	srcs := make([]opened, len(images))
+	for i, img := range images {
+		srcs[i] = opened{name: img.Name, tags: img.Tags, open: func(ctx context.Context) (*content, error) {
+			t, refs, err := img.Open(ctx)
+			if err != nil {
+				return nil, err
+			}
+			c, err := contentOf(t)
+			if err != nil {
+				return nil, err
+			}
+			c.referrers = refs
+			return c, nil
+		}}
+	}
+	return p.push(ctx, srcs)
+}
+
+// opened is an image of a run as the run opens it.
+type opened struct {
+	name string
+	tags []name.Tag
+	open func(context.Context) (*content, error)
+}
+
+func (p *Pusher) push(ctx context.Context, images []opened) *Report {
 	r := p.newRun(ctx)
 	defer r.cancelPhases()
 
 	start := r.cfg.now()
-	repos := make(map[name.Repository]*repoState)
+	// Every destination repository is known before any image opens: a
+	// repository's client asks for pull access to its siblings on the
+	// registry, which mounting a blob from one of them needs.
+	for _, img := range images {
+		for _, tag := range img.tags {
+			r.repo(tag.Repository)
+		}
+	}
+	stopProgress := r.reportProgress()
+	rep := &Report{Images: make([]ImageResult, len(images))}
+	runs := make([][]*tagRun, len(images))
+	var wg sync.WaitGroup
+	for i, img := range images {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rep.Images[i], runs[i] = r.pushImage(ctx, img, start)
+		}()
+	}
+	wg.Wait()
+	r.cancelPhases()
+	r.phases.Wait()
+	stopProgress()
+
+	for _, ts := range runs {
+		for _, t := range ts {
+			rep.Results = append(rep.Results, *t.result)
+		}
+	}
+	if len(rep.Images) > 0 {
+		rep.Digest = rep.Images[0].Digest
+	}
+	rep.Stats = r.stats()
+	return rep
+}
+
+// pushImage opens one image and pushes it to its tags, a destination (its
+// tags in one repository) at a time, all at once.
+func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (ImageResult, []*tagRun) {
+	res := ImageResult{Name: img.name}
+	c, err := img.open(ctx)
+	if err != nil {
+		res.Err = err
+		runs := make([]*tagRun, len(img.tags))
+		for i, tag := range img.tags {
+			runs[i] = &tagRun{tag: tag, start: start}
+			r.sourceFailed(runs[i], img.name, err)
+		}
+		return res, runs
+	}
+	res.Digest = c.digest.String()
 	dests := make(map[name.Repository]*destination)
 	var order []*destination
-	all := make([]*tagRun, len(tags))
-	for i, tag := range tags {
+	runs := make([]*tagRun, len(img.tags))
+	for i, tag := range img.tags {
 		d, ok := dests[tag.Repository]
 		if !ok {
-			rs, ok := repos[tag.Repository]
-			if !ok {
-				rs = newRepoState(r, tag.Repository)
-				repos[tag.Repository] = rs
-			}
 			dctx, cancel := context.WithDeadline(ctx, start.Add(r.cfg.timeout))
-			d = &destination{rs: rs, c: c, ctx: dctx, cancel: cancel}
+			d = &destination{rs: r.repo(tag.Repository), c: c, image: img.name, ctx: dctx, cancel: cancel}
 			dests[tag.Repository] = d
 			order = append(order, d)
 		}
 		t := &tagRun{tag: tag, d: d, start: start}
 		d.tags = append(d.tags, t)
-		all[i] = t
+		runs[i] = t
 	}
-
-	stopProgress := r.reportProgress()
 	var wg sync.WaitGroup
 	for _, d := range order {
 		wg.Add(1)
@@ -164,16 +269,32 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag,
 		}()
 	}
 	wg.Wait()
-	r.cancelPhases()
-	r.phases.Wait()
-	stopProgress()
+	return res, runs
+}
 
-	rep := &Report{Digest: c.digest.String(), Results: make([]Result, len(tags))}
-	for i, t := range all {
-		rep.Results[i] = *t.result
+// repo returns the run's state of a destination repository, made on first use.
+func (r *run) repo(repo name.Repository) *repoState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rs, ok := r.repos[repo]
+	if !ok {
+		rs = newRepoState(r, repo)
+		r.repos[repo] = rs
 	}
-	rep.Stats = r.stats()
-	return rep, nil
+	return rs
+}
+
+// siblings are the run's other destination repositories on rs's registry.
+func (r *run) siblings(rs *repoState) []name.Repository {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []name.Repository
+	for repo := range r.repos {
+		if repo.RegistryStr() == rs.repo.RegistryStr() && repo != rs.repo {
+			out = append(out, repo)
+		}
+	}
+	return out
 }
 
 // newRun is the state of one call, with its HTTP layers.
@@ -182,6 +303,7 @@ func (p *Pusher) newRun(ctx context.Context) *run {
 		ctx:        ctx,
 		cfg:        p.cfg,
 		regs:       newRegistries(p.cfg.now, p.cfg.maxRetryDelay),
+		repos:      make(map[name.Repository]*repoState),
 		faults:     make(map[Fault]int),
 		readFaults: make(map[Fault]int),
 	}
@@ -214,6 +336,7 @@ type run struct {
 	seq atomic.Uint64
 
 	mu          sync.Mutex
+	repos       map[name.Repository]*repoState
 	faults      map[Fault]int
 	readFaults  map[Fault]int
 	retries     int

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/tagpush/tagpush/queue"
 )
 
@@ -31,6 +33,7 @@ type registry struct {
 	mu           sync.Mutex
 	until        time.Time
 	refusedSince time.Time
+	homes        map[v1.Hash]*blobHome
 	// headUnusable is set once a manifest HEAD answered without a digest,
 	// 405, or 404 for a manifest that GET then found: from then on manifest
 	// reads go straight to GET.
@@ -65,7 +68,7 @@ func (rs *registries) get(host string) *registry {
 func (rs *registries) getLocked(host string) *registry {
 	r, ok := rs.byHost[host]
 	if !ok {
-		r = &registry{host: host, now: rs.now, maxWait: rs.maxWait}
+		r = &registry{host: host, now: rs.now, maxWait: rs.maxWait, homes: make(map[v1.Hash]*blobHome)}
 		if rs.setup != nil {
 			rs.setup(r)
 		}
@@ -156,4 +159,53 @@ func (r *registry) read(ctx context.Context, f func() error) error {
 	}
 	defer s.Release()
 	return f()
+}
+
+// blobHome is the repository of the registry that holds a blob, or is
+// having it uploaded: where the others mount it from.
+type blobHome struct {
+	repo string
+	done chan struct{} // closed when the blob is there, or its upload failed
+	ok   bool          // set before done is closed
+}
+
+// noteHome records that repo holds the blob.
+func (r *registry) noteHome(d v1.Hash, repo string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if h, ok := r.homes[d]; ok && h.ok {
+		return
+	}
+	h := &blobHome{repo: repo, done: make(chan struct{}), ok: true}
+	close(h.done)
+	r.homes[d] = h
+}
+
+// claim returns the blob's home: one that holds it or is getting it, or,
+// when there is none (or its upload failed), a new one in repo, which the
+// caller then owns (mine) and must settle.
+func (r *registry) claim(d v1.Hash, repo string) (h *blobHome, mine bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if h, ok := r.homes[d]; ok {
+		select {
+		case <-h.done:
+			if h.ok {
+				return h, false
+			}
+		default:
+			return h, false
+		}
+	}
+	h = &blobHome{repo: repo, done: make(chan struct{})}
+	r.homes[d] = h
+	return h, true
+}
+
+// settle ends the upload of a home the caller owns.
+func (r *registry) settle(h *blobHome, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h.ok = ok
+	close(h.done)
 }

@@ -275,23 +275,41 @@ func (rs *repoState) putManifest(ctx context.Context, ref string, raw []byte, me
 // openUpload opens an upload session (POST .../blobs/uploads/) and returns
 // where its content goes. The caller holds a write slot.
 func (rs *repoState) openUpload(ctx context.Context) (*url.URL, error) {
+	loc, _, err := rs.mountOrOpen(ctx, v1.Hash{}, "")
+	return loc, err
+}
+
+// mountOrOpen asks the registry to mount blob d from the repository from
+// (POST .../blobs/uploads/?mount=d&from=from): mounted when it did (201),
+// else the upload session it opened instead (202), as a registry that cannot
+// or will not mount does. With no from, it only opens a session. The caller
+// holds a write slot.
+func (rs *repoState) mountOrOpen(ctx context.Context, d v1.Hash, from string) (loc *url.URL, mounted bool, err error) {
 	client, err := rs.client(ctx)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rs.base()+"/blobs/uploads/", nil)
+	u := rs.base() + "/blobs/uploads/"
+	if from != "" {
+		u += "?" + url.Values{"mount": {d.String()}, "from": {from}}.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer resp.Body.Close()
-	if err := transport.CheckError(resp, http.StatusAccepted); err != nil {
-		return nil, err
+	if from != "" && resp.StatusCode == http.StatusCreated {
+		return nil, true, nil
 	}
-	return rs.run.uploadLocation(ctx, resp)
+	if err := transport.CheckError(resp, http.StatusAccepted); err != nil {
+		return nil, false, err
+	}
+	loc, err = rs.run.uploadLocation(ctx, resp)
+	return loc, false, err
 }
 
 // cancelUpload deletes an upload session; a registry that cannot is no error.
@@ -307,14 +325,21 @@ func (rs *repoState) cancelUpload(ctx context.Context, loc *url.URL) {
 	}
 }
 
-// uploadBlob opens an upload session and sends the whole blob in one PUT.
+// uploadBlob puts one blob in the repository: mounted from the repository
+// from (another of the registry's that holds it) when from is set and the
+// registry mounts it, else sent whole in one PUT into the upload session.
 // The caller holds a write slot. A failure to read the blob from the source
 // is a SourceError, never the registry's.
-func (rs *repoState) uploadBlob(ctx context.Context, b blob) error {
-	loc, err := rs.openUpload(ctx)
-	if err != nil {
-		return err
+func (rs *repoState) uploadBlob(ctx context.Context, b blob, from string) (mounted bool, err error) {
+	loc, mounted, err := rs.mountOrOpen(ctx, b.digest, from)
+	if err != nil || mounted {
+		return mounted, err
 	}
+	return false, rs.putBlob(ctx, loc, b)
+}
+
+// putBlob sends the whole blob in one PUT into an upload session.
+func (rs *repoState) putBlob(ctx context.Context, loc *url.URL, b blob) error {
 	q := loc.Query()
 	q.Set("digest", b.digest.String())
 	loc.RawQuery = q.Encode()

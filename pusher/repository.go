@@ -102,11 +102,17 @@ func (rs *repoState) newClient(ctx context.Context) (*http.Client, error) {
 		return nil, fmt.Errorf("credentials for %s: %w", rs.repo, err)
 	}
 	t := transport.NewUserAgent(r.transport, r.cfg.userAgent)
+	// Push to the repository, and pull from the run's other repositories
+	// on the registry: mounting a blob from one of them needs it.
+	scopes := []string{rs.repo.Scope(transport.PushScope)}
+	for _, sib := range r.siblings(rs) {
+		scopes = append(scopes, sib.Scope(transport.PullScope))
+	}
 	var tr http.RoundTripper
 	// The ping is a read.
 	err = rs.reg.read(ctx, func() error {
 		var err error
-		tr, err = transport.NewWithContext(ctx, rs.repo.Registry, auth, t, []string{rs.repo.Scope(transport.PushScope)})
+		tr, err = transport.NewWithContext(ctx, rs.repo.Registry, auth, t, scopes)
 		return err
 	})
 	if err != nil {

@@ -35,9 +35,10 @@ import (
 // up together, share the image's blob phase, and start together, so they
 // share one deadline.
 type destination struct {
-	rs   *repoState
-	c    *content
-	tags []*tagRun
+	rs    *repoState
+	c     *content
+	image string // the image's name, for the results
+	tags  []*tagRun
 	// ctx ends at the tags' deadline (the timeout input) or with the run.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -426,6 +427,20 @@ func (r *run) landed(t *tagRun, err error) error {
 	return err
 }
 
+// sourceFailed ends a tag whose image could not be opened or read.
+func (r *run) sourceFailed(t *tagRun, image string, err error) {
+	res := Result{Tag: t.tag, Image: image, Duration: r.cfg.now().Sub(t.start), Status: StatusFailed,
+		Err: &TagError{Summary: "its image could not be read from the source: " + Summary(err), Cause: err}}
+	if r.ctx.Err() != nil {
+		res.Status = StatusCancelled
+		res.Err = &TagError{Summary: "cancelled before its image was read", Cause: context.Cause(r.ctx)}
+	}
+	t.result = &res
+	if r.cfg.events.TagDone != nil {
+		r.cfg.events.TagDone(res)
+	}
+}
+
 // finishTag turns how a tag ended into its result, after the image's
 // referrers have followed a tag that holds it, and reports it.
 func (r *run) finishTag(t *tagRun, err error) {
@@ -437,7 +452,7 @@ func (r *run) finishTag(t *tagRun, err error) {
 			t.last = verdict{fault: FaultOther}
 		}
 	}
-	res := Result{Tag: t.tag, Attempts: t.attempts, Duration: r.cfg.now().Sub(t.start), Referrers: refs}
+	res := Result{Tag: t.tag, Image: d.image, Attempts: t.attempts, Duration: r.cfg.now().Sub(t.start), Referrers: refs}
 	var (
 		miss   *missError
 		unread *unreadError

@@ -17,7 +17,9 @@ import (
 
 // Entry is one tag in the JSON results.
 type Entry struct {
-	Tag        string `json:"tag"`
+	Tag string `json:"tag"`
+	// Source is the image's source, as given.
+	Source     string `json:"source"`
 	Status     string `json:"status"`
 	Digest     string `json:"digest"`
 	Attempts   int    `json:"attempts"`
@@ -34,6 +36,7 @@ func Entries(results []pusher.Result) []Entry {
 	for i, r := range results {
 		out[i] = Entry{
 			Tag:        r.Tag.String(),
+			Source:     r.Image,
 			Status:     string(r.Status),
 			Digest:     r.Digest,
 			Attempts:   r.Attempts,
@@ -52,6 +55,22 @@ func JSON(results []pusher.Result) (string, error) {
 	b, err := json.Marshal(Entries(results))
 	if err != nil {
 		return "", fmt.Errorf("encode results: %w", err)
+	}
+	return string(b), nil
+}
+
+// Digests is the digests output: each image's digest by its source, as a
+// JSON object; an image that could not be read has none.
+func Digests(rep *pusher.Report) (string, error) {
+	m := make(map[string]string, len(rep.Images))
+	for _, img := range rep.Images {
+		if img.Digest != "" {
+			m[img.Name] = img.Digest
+		}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return "", fmt.Errorf("encode digests: %w", err)
 	}
 	return string(b), nil
 }
@@ -112,6 +131,37 @@ func Headline(rep *pusher.Report) string {
 	if n := Count(rep.Results, pusher.StatusCancelled); n > 0 {
 		s += fmt.Sprintf(", %d cancelled", n)
 	}
+	if n := len(rep.Images); n > 1 {
+		s += fmt.Sprintf(" (%d images)", n)
+	}
+	return s
+}
+
+// byImage splits the results per image, in the order of rep.Images.
+func byImage(rep *pusher.Report) [][]pusher.Result {
+	out := make([][]pusher.Result, len(rep.Images))
+	at := make(map[string]int, len(rep.Images))
+	for i, img := range rep.Images {
+		at[img.Name] = i
+	}
+	for _, r := range rep.Results {
+		i := at[r.Image]
+		out[i] = append(out[i], r)
+	}
+	return out
+}
+
+// imageLine is the heading of one image's rows: how many of its tags hold it,
+// and its digest (or why it could not be read).
+func imageLine(img pusher.ImageResult, rs []pusher.Result) string {
+	ok := Count(rs, pusher.StatusPushed) + Count(rs, pusher.StatusUnchanged)
+	s := fmt.Sprintf("%s: %d of %d tags at the digest", img.Name, ok, len(rs))
+	switch {
+	case img.Err != nil:
+		s += ", not read: " + pusher.Summary(img.Err)
+	case img.Digest != "":
+		s += " " + ShortDigest(img.Digest)
+	}
 	return s
 }
 
@@ -154,11 +204,24 @@ func mdCell(s string) string {
 	return strings.ReplaceAll(quote.OneLine(s), "|", `\|`)
 }
 
-// Markdown is the job summary: a headline, one row per tag (grouped by
-// registry when the tags name several), and the run's faults.
+// Markdown is the job summary: a headline, one row per tag (grouped per
+// image when there are several, else by registry when the tags name
+// several), and the run's faults.
 func Markdown(rep *pusher.Report) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### tagpush: %s\n\n", Headline(rep))
+	if len(rep.Images) > 1 {
+		for i, rs := range byImage(rep) {
+			img := rep.Images[i]
+			fmt.Fprintf(&b, "#### %s\n\n", mdCell(imageLine(img, rs)))
+			if img.Digest != "" {
+				fmt.Fprintf(&b, "Digest: `%s`\n\n", img.Digest)
+			}
+			markdownRows(&b, rs)
+		}
+		markdownFooter(&b, rep)
+		return b.String()
+	}
 	if rep.Digest != "" {
 		fmt.Fprintf(&b, "Digest: `%s`\n\n", rep.Digest)
 	}
@@ -176,27 +239,36 @@ func Markdown(rep *pusher.Report) string {
 			rs := groups[reg]
 			fmt.Fprintf(&b, "#### %s: %d of %d pushed\n\n", reg, Count(rs, pusher.StatusPushed)+Count(rs, pusher.StatusUnchanged), len(rs))
 		}
-		b.WriteString("| Status | Tag | Digest | Attempts | Time | Error |\n")
-		b.WriteString("|---|---|---|---:|---:|---|\n")
-		for _, r := range groups[reg] {
-			errText := ""
-			if r.Err != nil {
-				errText = mdCell(pusher.Summary(r.Err))
-			}
-			digest := ""
-			if r.Digest != "" {
-				digest = "`" + ShortDigest(r.Digest) + "`"
-			}
-			fmt.Fprintf(&b, "| %s %s | `%s` | %s | %d | %s | %s |\n",
-				statusIcon[r.Status], r.Status, mdCell(r.Tag.String()), digest, r.Attempts, Duration(r.Duration), errText)
-		}
-		b.WriteString("\n")
+		markdownRows(&b, groups[reg])
 	}
-	if line := ReferrersLine(rep.Results); line != "" {
-		fmt.Fprintf(&b, "%s\n\n", line)
-	}
-	fmt.Fprintf(&b, "%s\n", StatsLine(rep.Stats))
+	markdownFooter(&b, rep)
 	return b.String()
+}
+
+// markdownRows is a table of results, one row per tag.
+func markdownRows(b *strings.Builder, rs []pusher.Result) {
+	b.WriteString("| Status | Tag | Digest | Attempts | Time | Error |\n")
+	b.WriteString("|---|---|---|---:|---:|---|\n")
+	for _, r := range rs {
+		errText := ""
+		if r.Err != nil {
+			errText = mdCell(pusher.Summary(r.Err))
+		}
+		digest := ""
+		if r.Digest != "" {
+			digest = "`" + ShortDigest(r.Digest) + "`"
+		}
+		fmt.Fprintf(b, "| %s %s | `%s` | %s | %d | %s | %s |\n",
+			statusIcon[r.Status], r.Status, mdCell(r.Tag.String()), digest, r.Attempts, Duration(r.Duration), errText)
+	}
+	b.WriteString("\n")
+}
+
+func markdownFooter(b *strings.Builder, rep *pusher.Report) {
+	if line := ReferrersLine(rep.Results); line != "" {
+		fmt.Fprintf(b, "%s\n\n", line)
+	}
+	fmt.Fprintf(b, "%s\n", StatsLine(rep.Stats))
 }
 
 // ReferrersLine says how many signatures, attestations and SBOMs each
@@ -218,7 +290,8 @@ func ReferrersLine(results []pusher.Result) string {
 	return "referrers (signatures, attestations, SBOMs) with the image: " + strings.Join(parts, ", ")
 }
 
-// Table is the per-tag table for a terminal.
+// Table is the per-tag table for a terminal: with several images, each
+// image's rows under a line that names it.
 func Table(rep *pusher.Report) string {
 	width := len("TAG")
 	for _, r := range rep.Results {
@@ -226,15 +299,26 @@ func Table(rep *pusher.Report) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-9s  %-*s  %-12s  %8s  %9s  %s\n", "STATUS", width, "TAG", "DIGEST", "ATTEMPTS", "TIME", "ERROR")
-	for _, r := range rep.Results {
+	if len(rep.Images) > 1 {
+		for i, rs := range byImage(rep) {
+			fmt.Fprintf(&b, "%s\n", quote.OneLine(imageLine(rep.Images[i], rs)))
+			tableRows(&b, rs, width)
+		}
+		return b.String()
+	}
+	tableRows(&b, rep.Results, width)
+	return b.String()
+}
+
+func tableRows(b *strings.Builder, rs []pusher.Result, width int) {
+	for _, r := range rs {
 		errText := ""
 		if r.Err != nil {
 			errText = pusher.Summary(r.Err)
 		}
-		fmt.Fprintf(&b, "%-9s  %-*s  %-12s  %8d  %9s  %s\n",
+		fmt.Fprintf(b, "%-9s  %-*s  %-12s  %8d  %9s  %s\n",
 			r.Status, width, r.Tag.String(), ShortDigest(r.Digest), r.Attempts, Duration(r.Duration), errText)
 	}
-	return b.String()
 }
 
 // LogLine is the line logged when a tag ends.

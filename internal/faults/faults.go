@@ -136,6 +136,9 @@ type Config struct {
 	// UploadLocation, when set, replaces the host of the Location the
 	// registry gives an upload session (e.g. localhost:PORT).
 	UploadLocation string
+	// RefuseMounts answers a cross-repository mount with an upload session
+	// (202) instead of the mount, as registries that do not mount do.
+	RefuseMounts bool
 	// UploadBytesPerSec caps the bandwidth of all request bodies together.
 	UploadBytesPerSec int64
 }
@@ -607,6 +610,13 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.mu.Lock()
 	c := l.cfg
 	l.mu.Unlock()
+	if c.RefuseMounts && k.mount {
+		q := r.URL.Query()
+		q.Del("mount")
+		q.Del("from")
+		r.URL.RawQuery = q.Encode()
+		k.mount = false
+	}
 	if c.RewriteManifests && k.manifest && r.Method == http.MethodPut && !isDigest(r.URL.Path) {
 		if err := rewriteManifest(r); err != nil {
 			writeError(w, http.StatusBadRequest, ociError("MANIFEST_INVALID", err.Error()))
