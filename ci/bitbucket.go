@@ -67,14 +67,24 @@ func (b *bitbucket) Publish(r Results, _ Logger) error {
 		}
 	}
 	// The pipe's last line: green on success, red on failure.
-	line := b.colored("✔ Success: "+r.Headline, "32")
+	line := b.color("✔ Success: "+r.Headline, "32")
 	if !r.OK {
-		line = b.colored("✖ Failed: "+r.Headline, "31")
+		line = b.color("✖ Failed: "+r.Headline, "31")
 	}
 	_, err := fmt.Fprintln(b.env.Stdout, line)
 	return err
 }
 
 func (b *bitbucket) BadInput(message string, _ Logger) {
-	fmt.Fprintln(b.env.Stdout, b.colored("✖ Failed: bad input: "+quote.OneLine(message), "31"))
+	fmt.Fprintln(b.env.Stdout, b.color("✖ Failed: bad input: "+quote.OneLine(message), "31"))
+}
+
+// color colours the pipe's result line unless NO_COLOR forbids it: a pipe
+// never has a terminal, and Bitbucket's log page shows the colours, as the
+// official pipes' toolkit prints them.
+func (b *bitbucket) color(text, code string) string {
+	if b.env.Getenv("NO_COLOR") != "" {
+		return text
+	}
+	return "\x1b[" + code + "m" + text + "\x1b[0m"
 }

@@ -12,7 +12,6 @@ package ci
 
 import (
 	"io"
-	"os"
 	"strconv"
 	"strings"
 )
@@ -48,12 +47,21 @@ type Facts struct {
 	// GitHubToken and GitHubActor are the workflow's GITHUB_TOKEN and
 	// GITHUB_ACTOR (ghcr.io's credentials when no other is given).
 	GitHubToken, GitHubActor string
-	// DockerHost is DOCKER_HOST, for docker-daemon: sources.
-	DockerHost string
+	// Docker is what the docker CLI reads to find the Docker engine, for
+	// docker-daemon: sources.
+	Docker Docker
 	// Debug is the CI system's own debug switch: the runner's debug logging
 	// (RUNNER_DEBUG=1) on GitHub, DEBUG=true on a terminal. Bitbucket's
 	// DEBUG variable is the `debug` input itself.
 	Debug bool
+}
+
+// Docker is the docker CLI's environment: DOCKER_HOST, DOCKER_TLS_VERIFY,
+// DOCKER_CERT_PATH, DOCKER_CONTEXT, DOCKER_CONFIG, and HOME (whose .docker
+// is the config without DOCKER_CONFIG).
+type Docker struct {
+	Host, CertPath, Context, ConfigDir, Home string
+	TLSVerify                                bool
 }
 
 // System is one CI system.
@@ -113,30 +121,15 @@ func (b base) facts() Facts {
 	return Facts{
 		GitHubToken: strings.TrimSpace(b.env.Getenv("GITHUB_TOKEN")),
 		GitHubActor: strings.TrimSpace(b.env.Getenv("GITHUB_ACTOR")),
-		DockerHost:  b.env.Getenv("DOCKER_HOST"),
+		Docker: Docker{
+			Host:      b.env.Getenv("DOCKER_HOST"),
+			TLSVerify: b.env.Getenv("DOCKER_TLS_VERIFY") != "",
+			CertPath:  b.env.Getenv("DOCKER_CERT_PATH"),
+			Context:   b.env.Getenv("DOCKER_CONTEXT"),
+			ConfigDir: b.env.Getenv("DOCKER_CONFIG"),
+			Home:      b.env.Getenv("HOME"),
+		},
 	}
-}
-
-// colored wraps text in an ANSI colour when stdout takes colours: a terminal,
-// or TERM asks for it, and NO_COLOR does not forbid it.
-func (b base) colored(text, code string) string {
-	if !b.useColor() {
-		return text
-	}
-	return "\x1b[" + code + "m" + text + "\x1b[0m"
-}
-
-func (b base) useColor() bool {
-	if b.env.Getenv("NO_COLOR") != "" {
-		return false
-	}
-	if f, ok := b.env.Stdout.(*os.File); ok {
-		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			return true
-		}
-	}
-	term := b.env.Getenv("TERM")
-	return term != "" && term != "dumb"
 }
 
 func isTrue(s string) bool {

@@ -3,6 +3,8 @@ package config
 import (
 	"flag"
 	"os"
+	"regexp"
+	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -12,7 +14,7 @@ var update = flag.Bool("update", false, "rewrite action.yml and pipe.yml from th
 
 const (
 	actionImage = "Dockerfile"
-	pipeImage   = "ghcr.io/tagpush/tagpush:1"
+	pipeImage   = "ghcr.io/tagpush/tagpush:v1"
 )
 
 // TestManifestsAreCurrent keeps action.yml and pipe.yml generated from the
@@ -125,5 +127,36 @@ func TestPipeYAMLDeclaresEveryOption(t *testing.T) {
 	}
 	if len(p.Variables) != len(Options()) {
 		t.Errorf("pipe.yml has %d variables, want %d", len(p.Variables), len(Options()))
+	}
+}
+
+// The image the pipe and the README name is one the release publishes: the
+// release tags the image vX.Y.Z, vX.Y and vX (release.yml), so a major
+// version is spelled v1, never 1.
+func TestImageTagsAreOnesTheReleasePublishes(t *testing.T) {
+	release, err := os.ReadFile("../.github/workflows/release.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(release), "major=${minor%.*}") || !strings.Contains(string(release), "tags: ['v[0-9]+.[0-9]+.[0-9]+']") {
+		t.Fatal("release.yml no longer derives the major tag (v1) from a v1.2.3 tag: update this test")
+	}
+	published := regexp.MustCompile(`^ghcr\.io/tagpush/tagpush:v[0-9]+(\.[0-9]+){0,2}$`)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipe, err := os.ReadFile("../pipe.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := regexp.MustCompile(`ghcr\.io/tagpush/tagpush:[^\s"'`+"`"+`)]+`).FindAllString(string(readme)+string(pipe), -1)
+	if len(refs) == 0 {
+		t.Fatal("no image reference found in README.md or pipe.yml")
+	}
+	for _, ref := range refs {
+		if !published.MatchString(ref) && !strings.HasSuffix(ref, ":vX.Y.Z") {
+			t.Errorf("%s is not a tag the release publishes (vX.Y.Z, vX.Y, vX)", ref)
+		}
 	}
 }

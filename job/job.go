@@ -13,6 +13,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -91,6 +92,7 @@ func (j *job) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer pl.close()
 	if pl.cfg.DryRun {
 		return j.dryRun(ctx, pl)
 	}
@@ -136,9 +138,10 @@ type plan struct {
 	// images are what to push: the one image of source and tags, opened
 	// already, or the images input's, each opened as the push runs.
 	images []pusher.Image
-	// what describes the push, for the log.
-	what   string
 	pusher *pusher.Pusher
+
+	mu     sync.Mutex
+	opened []*source.Image // to close when the run ends
 }
 
 // plan reads and checks everything a push needs, in the order a person
@@ -240,37 +243,73 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 	if err != nil {
 		return nil, badInput(err)
 	}
+	d := j.facts.Docker
 	srcOpts := source.Options{
-		Keychain:   keychain,
-		Transport:  transport,
-		Referrers:  cfg.Referrers,
-		Platform:   cfg.Platform,
-		DockerHost: j.facts.DockerHost,
+		Keychain:  keychain,
+		Transport: transport,
+		Referrers: cfg.Referrers,
+		Platform:  cfg.Platform,
+		Docker:    source.Docker{Host: d.Host, TLSVerify: d.TLSVerify, CertPath: d.CertPath, Context: d.Context, ConfigDir: d.ConfigDir, Home: d.Home},
+		Export: func(p source.ExportProgress) {
+			j.log.Infof("%s: exporting from the Docker engine: %s of about %s", p.Image, bytes(p.Written), bytes(p.Size))
+		},
 	}
 	pl := &plan{cfg: cfg, items: items, tags: tags, pusher: p}
 	if lines == nil {
-		// One image: opened now, so that a wrong source is bad input and
-		// nothing is pushed.
-		img, err := source.Open(ctx, cfg.Source, srcOpts)
+		// One image: found now, so that a wrong source is bad input and
+		// nothing is pushed; a Docker engine's export runs in the push.
+		prep, err := source.Prepare(ctx, cfg.Source, srcOpts)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, context.Cause(ctx)
+			}
 			return nil, badInput(err)
 		}
-		j.logReferrers(img)
-		pl.what = img.Description
-		pl.images = []pusher.Image{{Name: cfg.Source, Tags: tags, Open: func(context.Context) (remote.Taggable, []pusher.Referrer, error) {
-			return img.Taggable, referrersOf(img), nil
-		}}}
-	} else if pl.images, err = j.images(lines, tags, srcOpts); err != nil {
+		pl.images = []pusher.Image{{Name: cfg.Source, Tags: tags, Open: pl.opener(j, cfg.Source, prep.Open)}}
+	} else if pl.images, err = j.images(pl, lines, tags, srcOpts); err != nil {
 		return nil, badInput(err)
 	}
 	j.logPlan(pl)
 	return pl, nil
 }
 
+// opener opens one image of the plan when the push asks for it, logs what
+// it opened, and keeps it to be closed (its export removed) when the run
+// ends.
+func (pl *plan) opener(j *job, spec string, open func(context.Context) (*source.Image, error)) func(context.Context) (remote.Taggable, []pusher.Referrer, error) {
+	return func(ctx context.Context) (remote.Taggable, []pusher.Referrer, error) {
+		start := time.Now()
+		img, err := open(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		pl.mu.Lock()
+		pl.opened = append(pl.opened, img)
+		pl.mu.Unlock()
+		if len(pl.images) > 1 {
+			j.log.Infof("%s: %s, opened in %s", spec, img.Description, report.Duration(time.Since(start)))
+		} else {
+			j.log.Infof("opened %s in %s", img.Description, report.Duration(time.Since(start)))
+		}
+		j.logReferrers(img)
+		return img.Taggable, referrersOf(img), nil
+	}
+}
+
+// close closes every image the run opened.
+func (pl *plan) close() {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	for _, img := range pl.opened {
+		img.Close()
+	}
+	pl.opened = nil
+}
+
 // images are the images input's images: every source is checked before any
 // is opened (a wrong one is bad input, and nothing is pushed), and each opens
 // as the push runs, beside the others' uploads.
-func (j *job) images(lines []taglist.Image, tags []name.Tag, o source.Options) ([]pusher.Image, error) {
+func (j *job) images(pl *plan, lines []taglist.Image, tags []name.Tag, o source.Options) ([]pusher.Image, error) {
 	var errs []error
 	for _, l := range lines {
 		if err := source.Check(l.Source); err != nil {
@@ -285,16 +324,9 @@ func (j *job) images(lines []taglist.Image, tags []name.Tag, o source.Options) (
 	next := 0
 	for _, l := range lines {
 		spec := l.Source
-		out = append(out, pusher.Image{Name: spec, Tags: tags[next : next+len(l.Items)], Open: func(ctx context.Context) (remote.Taggable, []pusher.Referrer, error) {
-			start := time.Now()
-			img, err := source.Open(ctx, spec, o)
-			if err != nil {
-				return nil, nil, err
-			}
-			j.log.Infof("%s: %s, opened in %s", spec, img.Description, report.Duration(time.Since(start)))
-			j.logReferrers(img)
-			return img.Taggable, referrersOf(img), nil
-		}})
+		out = append(out, pusher.Image{Name: spec, Tags: tags[next : next+len(l.Items)], Open: pl.opener(j, spec, func(ctx context.Context) (*source.Image, error) {
+			return source.Open(ctx, spec, o)
+		})})
 		next += len(l.Items)
 	}
 	return out, nil
@@ -391,7 +423,7 @@ func (j *job) logPlan(pl *plan) {
 	if !pl.cfg.Adaptive {
 		mode = "fixed"
 	}
-	what := pl.what
+	what := pl.cfg.Source
 	if len(pl.images) > 1 {
 		what = fmt.Sprintf("%d images", len(pl.images))
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/tagpush/tagpush/internal/fakedocker"
 	"github.com/tagpush/tagpush/internal/faults"
 	"github.com/tagpush/tagpush/internal/testimage"
 	"github.com/tagpush/tagpush/internal/testregistry"
@@ -57,28 +56,6 @@ func mustRun(t *testing.T, r *runner) {
 	t.Helper()
 	if code := r.run(t); code != job.ExitOK {
 		t.Fatalf("exit %d\n%s\n%s", code, &r.stdout, &r.stderr)
-	}
-}
-
-func TestSourceDockerEngine(t *testing.T) {
-	reg := testregistry.ForTest(t, testregistry.Options{})
-	img, _ := testimage.Small("linux", "amd64")
-	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"app:ci": img})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer engine.Close()
-	r := newRunner(t, map[string]string{"source": "app:ci", "tags": "1.0\nlatest", "repository": reg.Host + "/acme/app"})
-	r.env["DOCKER_HOST"] = engine.Host
-	mustRun(t, r)
-	out := r.outputs(t)
-	for _, tag := range []string{"acme/app:1.0", "acme/app:latest"} {
-		if got := resolves(t, reg, tag); got != out["digest"] {
-			t.Errorf("%s = %s, digest output %s", tag, got, out["digest"])
-		}
-	}
-	if engine.Saves() != 1 {
-		t.Errorf("the engine saved the image %d times, want once", engine.Saves())
 	}
 }
 

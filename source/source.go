@@ -42,6 +42,17 @@ type Image struct {
 	// discover finds the referrers of subjects in the source, where the
 	// source can hold them.
 	discover func(ctx context.Context, subjects []v1.Hash) ([]Referrer, error)
+	// close removes what opening the image left behind (an export).
+	close func()
+}
+
+// Close removes what opening the image left behind: a Docker engine image's
+// export. The image cannot be read after it.
+func (img *Image) Close() {
+	if img != nil && img.close != nil {
+		img.close()
+		img.close = nil
+	}
 }
 
 // Referrer is an artifact that travels with the image: an OCI referrer (a
@@ -68,24 +79,71 @@ type Options struct {
 	Transport http.RoundTripper
 	// Platform, when set (linux/amd64, linux/arm64/v8), picks one image out of an index.
 	Platform string
-	// DockerHost is the Docker engine's address; empty means the default socket.
-	DockerHost string
+	// Docker is where the Docker engine is.
+	Docker Docker
+	// Export, when set, hears how far an export from the Docker engine
+	// has come, every few seconds.
+	Export func(ExportProgress)
 	// Referrers asks for the artifacts that refer to the image.
 	Referrers bool
 }
 
-// Open opens spec.
+// Open opens spec: Prepare, then Prepared.Open.
 func Open(ctx context.Context, spec string, o Options) (*Image, error) {
-	img, err := open(ctx, strings.TrimSpace(spec), o)
+	p, err := Prepare(ctx, spec, o)
 	if err != nil {
 		return nil, err
 	}
-	if o.Platform != "" {
-		picked, err := pickPlatform(img, o.Platform)
+	return p.Open(ctx)
+}
+
+// Prepared is a source found and checked, and not yet opened where opening
+// is work of its own: a Docker engine image is found (a missing one is an
+// error here) and exported by Open.
+type Prepared struct {
+	o    Options
+	open func(context.Context) (*Image, error)
+}
+
+// Prepare finds spec and checks it can be opened: a layout or archive is
+// read, a registry's image is looked up, a Docker engine's image is asked
+// for. What only opening can do waits for Open: a Docker engine's export,
+// which a run does beside the other images' uploads.
+func Prepare(ctx context.Context, spec string, o Options) (*Prepared, error) {
+	f, err := parse(strings.TrimSpace(spec))
+	if err != nil {
+		return nil, err
+	}
+	if f.kind == kindDaemon {
+		d, err := prepareDaemon(ctx, f.rest, o)
 		if err != nil {
 			return nil, err
 		}
-		picked.discover = img.discover
+		return &Prepared{o: o, open: d.open}, nil
+	}
+	img, err := open(ctx, f, o)
+	if err != nil {
+		return nil, err
+	}
+	return &Prepared{o: o, open: func(context.Context) (*Image, error) { return img, nil }}, nil
+}
+
+// Open opens the image: it exports a Docker engine's image, picks the
+// platform asked for, and finds what refers to the image. Close the image
+// when done with it.
+func (p *Prepared) Open(ctx context.Context) (*Image, error) {
+	img, err := p.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	o := p.o
+	if o.Platform != "" {
+		picked, err := pickPlatform(img, o.Platform)
+		if err != nil {
+			img.Close()
+			return nil, err
+		}
+		picked.discover, picked.close = img.discover, img.close
 		img = picked
 	}
 	if o.Referrers && img.discover != nil {
@@ -94,6 +152,7 @@ func Open(ctx context.Context, spec string, o Options) (*Image, error) {
 			return nil, err
 		}
 		if img.Referrers, err = img.discover(ctx, subjects); err != nil {
+			img.Close()
 			return nil, fmt.Errorf("find the signatures, attestations and SBOMs of the source: %w (referrers: false pushes the image without them)", err)
 		}
 	}
@@ -132,18 +191,13 @@ func cosignTag(subject v1.Hash, suffix string) string {
 // cosignSuffixes are cosign's tag suffixes: signatures, attestations, SBOMs.
 var cosignSuffixes = []string{".sig", ".att", ".sbom"}
 
-func open(ctx context.Context, spec string, o Options) (*Image, error) {
-	f, err := parse(spec)
-	if err != nil {
-		return nil, err
-	}
+// open opens a source that needs no work of its own to open.
+func open(ctx context.Context, f form, o Options) (*Image, error) {
 	switch f.kind {
 	case kindOCI:
 		return openOCI(f.rest, o)
 	case kindArchive:
 		return openArchive(f.rest)
-	case kindDaemon:
-		return openDaemon(ctx, f.rest, o)
 	}
 	return openRemote(ctx, f.rest, o)
 }

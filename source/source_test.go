@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/tagpush/tagpush/internal/dockertest"
 	"github.com/tagpush/tagpush/internal/fakedocker"
 	"github.com/tagpush/tagpush/internal/testimage"
 )
@@ -134,7 +136,7 @@ func TestOpenErrorsNameTheProblem(t *testing.T) {
 		{"docker-archive:/nope.tar", "docker-archive:/nope.tar"},
 	}
 	for _, tt := range tests {
-		_, err := Open(context.Background(), tt.spec, Options{DockerHost: "unix:///nonexistent/docker.sock"})
+		_, err := Open(context.Background(), tt.spec, Options{Docker: Docker{Host: "unix:///nonexistent/docker.sock"}})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Open(%q) = %v, want an error containing %q", tt.spec, err, tt.want)
 		}
@@ -142,15 +144,16 @@ func TestOpenErrorsNameTheProblem(t *testing.T) {
 }
 
 func TestOpenFromDockerEngine(t *testing.T) {
+	host := dockertest.Engine(t)
 	img, _ := testimage.Small("linux", "amd64")
-	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/app:1.0": img})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer engine.Close()
+	ids := dockertest.Load(t, host, map[string]v1.Image{"tagpush-test/source:1.0": img})
+	t.Setenv("TMPDIR", t.TempDir())
 	wantLayers, _ := img.Layers()
-	for _, spec := range []string{"docker-daemon:acme/app:1.0", "acme/app:1.0"} {
-		got, err := Open(context.Background(), spec, Options{DockerHost: engine.Host})
+	id := ids["tagpush-test/source:1.0"]
+	// By name, bare or with the scheme, and by ID as `docker build -q`
+	// prints it: whole, and its first 12 digits.
+	for _, spec := range []string{"docker-daemon:tagpush-test/source:1.0", "tagpush-test/source:1.0", "docker-daemon:" + id, strings.TrimPrefix(id, "sha256:")[:12]} {
+		got, err := Open(context.Background(), spec, Options{Docker: Docker{Host: host}})
 		if err != nil {
 			t.Fatalf("%s: %v", spec, err)
 		}
@@ -165,10 +168,35 @@ func TestOpenFromDockerEngine(t *testing.T) {
 				t.Errorf("%s layer %d: %s, want %s", spec, i, g, w)
 			}
 		}
+		got.Close()
 	}
-	_, err = Open(context.Background(), "docker-daemon:acme/app:2.0", Options{DockerHost: engine.Host})
-	if err == nil || !strings.Contains(err.Error(), "no image acme/app:2.0 in the Docker engine at "+engine.Host) {
+	if left, _ := os.ReadDir(os.Getenv("TMPDIR")); len(left) != 0 {
+		t.Errorf("the exports left %d entries in TMPDIR", len(left))
+	}
+	_, err := Open(context.Background(), "docker-daemon:tagpush-test/source:2.0", Options{Docker: Docker{Host: host}})
+	if err == nil || !strings.Contains(err.Error(), `no image "tagpush-test/source:2.0" in the Docker engine at `+host) {
 		t.Errorf("missing image: %v", err)
+	}
+}
+
+// An export the engine breaks off midway (it is stopped, its disk fills)
+// fails the open, and leaves nothing in TMPDIR. A real engine cannot be
+// made to do that on cue: the fake one can.
+func TestBrokenExportLeavesNothing(t *testing.T) {
+	img, _ := testimage.Small("linux", "amd64")
+	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/app:1.0": img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	engine.BreakSave = true
+	t.Setenv("TMPDIR", t.TempDir())
+	_, err = Open(context.Background(), "docker-daemon:acme/app:1.0", Options{Docker: Docker{Host: engine.Host}})
+	if err == nil || !strings.Contains(err.Error(), "export the image from "+engine.Host) {
+		t.Errorf("broken export: %v", err)
+	}
+	if left, _ := os.ReadDir(os.Getenv("TMPDIR")); len(left) != 0 {
+		t.Errorf("a broken export left %d entries in TMPDIR", len(left))
 	}
 }
 

@@ -1,10 +1,12 @@
-// Package fakedocker serves the Docker Engine API calls go-containerregistry's
-// daemon package makes (ping, image inspect, image history, image save) on a
-// unix socket, from images held in memory. No Docker engine runs on the
-// machines that test tagpush; this lets the real daemon code path run anyway.
+// Package fakedocker serves the Docker Engine API calls the docker-daemon:
+// source makes (ping, image inspect, image save) on a unix socket, from
+// images held in memory. A real engine runs in tagpush's tests; this one is
+// for what a real engine cannot be made to do: an export that breaks off
+// midway (BreakSave).
 package fakedocker
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -28,6 +30,9 @@ type Engine struct {
 	mu     sync.Mutex
 	images map[string]v1.Image
 	saves  int
+	// BreakSave ends every export halfway, as an engine that is stopped or
+	// runs out of disk mid-export does.
+	BreakSave bool
 }
 
 // Start serves images (by name, e.g. "app:1") on a socket in dir.
@@ -60,7 +65,15 @@ func (e *Engine) Saves() int {
 	return e.saves
 }
 
+// lookup finds an image by name or by ID (its config digest), as the
+// engine does.
 func (e *Engine) lookup(ref string) (name.Tag, v1.Image, bool) {
+	for n, img := range e.images {
+		if id, err := img.ConfigName(); err == nil && id.String() == ref {
+			tag, _ := name.NewTag(n)
+			return tag, img, true
+		}
+	}
 	tag, err := name.NewTag(ref)
 	if err != nil {
 		return name.Tag{}, nil, false
@@ -140,7 +153,22 @@ func (e *Engine) save(w http.ResponseWriter, names []string) {
 	}
 	e.mu.Lock()
 	e.saves++
+	broken := e.BreakSave
 	e.mu.Unlock()
 	w.Header().Set("Content-Type", "application/x-tar")
+	if broken {
+		var buf bytes.Buffer
+		_ = tarball.MultiWrite(refs, &buf)
+		_, _ = w.Write(buf.Bytes()[:buf.Len()/2])
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+			}
+		}
+		return
+	}
 	_ = tarball.MultiWrite(refs, w)
 }
