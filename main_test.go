@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,9 +81,38 @@ func readOutputs(t *testing.T, path string) map[string]string {
 }
 
 func TestVersion(t *testing.T) {
-	stdout, _, code := runBinary(t, nil, "--version")
-	if code != 0 || strings.TrimSpace(stdout) != "tagpush "+testVersion {
-		t.Errorf("--version printed %q (exit %d), want %q", stdout, code, "tagpush "+testVersion)
+	for _, flag := range []string{"--version", "-v", "version"} {
+		stdout, _, code := runBinary(t, nil, flag)
+		if want := "tagpush " + testVersion + " (go1."; code != 0 || !strings.HasPrefix(stdout, want) || strings.Count(stdout, "\n") != 1 {
+			t.Errorf("%s printed %q (exit %d), want one line starting %q", flag, stdout, code, want)
+		}
+	}
+}
+
+// A build without a stamped version says what the build info knows: the
+// module's version (go install), or the pseudo-version and revision of the
+// work tree it was built from; never "dev" when there is more to say.
+func TestVersionsFromBuildInfo(t *testing.T) {
+	vcs := []debug.BuildSetting{{Key: "vcs.revision", Value: "6f0473bb99251c2e7a0c3b3f9cdd0f4e2b1a9c8d"}, {Key: "vcs.modified", Value: "true"}}
+	tests := []struct {
+		name, stamped string
+		info          *debug.BuildInfo
+		short, long   string
+	}{
+		{"stamped release", "v1.2.3", &debug.BuildInfo{GoVersion: "go1.25.1", Main: debug.Module{Version: "(devel)"}}, "v1.2.3", "v1.2.3 (go1.25.1)"},
+		{"go install", "", &debug.BuildInfo{GoVersion: "go1.25.1", Main: debug.Module{Version: "v1.4.0"}}, "v1.4.0", "v1.4.0 (go1.25.1)"},
+		{"work tree", "", &debug.BuildInfo{GoVersion: "go1.25.1", Main: debug.Module{Version: "v0.0.0-20261202014441-6f0473bb9925+dirty"}, Settings: vcs},
+			"v0.0.0-20261202014441-6f0473bb9925+dirty", "v0.0.0-20261202014441-6f0473bb9925+dirty (revision 6f0473bb9925, modified, go1.25.1)"},
+		{"no vcs stamp", "", &debug.BuildInfo{GoVersion: "go1.25.1", Main: debug.Module{Version: "(devel)"}}, "dev", "dev (go1.25.1)"},
+		{"no build info", "", nil, "dev", "dev"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			short, long := versions(tt.stamped, tt.info)
+			if short != tt.short || long != tt.long {
+				t.Errorf("versions = %q, %q; want %q, %q", short, long, tt.short, tt.long)
+			}
+		})
 	}
 }
 

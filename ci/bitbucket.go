@@ -1,6 +1,7 @@
 package ci
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,28 +24,60 @@ func Variable(input string) string {
 	return strings.ToUpper(strings.ReplaceAll(input, "-", "_"))
 }
 
-func (b *bitbucket) Inputs(inputs []Input) map[string]string {
+func (b *bitbucket) Name(input string) string { return Variable(input) }
+
+func (b *bitbucket) Inputs(inputs []Input) (map[string]string, error) {
 	values := make(map[string]string)
+	var errs []error
 	for _, in := range inputs {
-		if v := b.variable(in); v != "" {
+		v, err := b.variable(in)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if v != "" {
 			values[in.Name] = v
 		}
 	}
-	return values
+	return values, errors.Join(errs...)
 }
 
-func (b *bitbucket) variable(in Input) string {
+// variable reads one input: NAME, or, for a list, the YAML list Bitbucket
+// hands over as NAME_COUNT, NAME_0, NAME_1... A list with a hole, or both
+// forms at once, is an error: half a list must not push half the tags.
+func (b *bitbucket) variable(in Input) (string, error) {
 	name := Variable(in.Name)
-	if in.List {
-		if n, err := strconv.Atoi(b.env.Getenv(name + "_COUNT")); err == nil && n > 0 {
-			items := make([]string, 0, n)
-			for i := range n {
-				items = append(items, b.env.Getenv(fmt.Sprintf("%s_%d", name, i)))
-			}
-			return strings.Join(items, "\n")
-		}
+	plain := strings.TrimSpace(b.env.Getenv(name))
+	count := strings.TrimSpace(b.env.Getenv(name + "_COUNT"))
+	if !in.List || count == "" {
+		return plain, nil
 	}
-	return strings.TrimSpace(b.env.Getenv(name))
+	n, err := strconv.Atoi(count)
+	if err != nil || n < 0 {
+		return "", fmt.Errorf("%s_COUNT: %s is not a whole number", name, quote.Value(count))
+	}
+	if plain != "" {
+		return "", fmt.Errorf("%s and %s_COUNT are both set: give %s as a YAML list or as one value, not both", name, name, name)
+	}
+	items := make([]string, 0, n)
+	var missing []string
+	for i := range n {
+		item := b.env.Getenv(fmt.Sprintf("%s_%d", name, i))
+		if strings.TrimSpace(item) == "" {
+			missing = append(missing, fmt.Sprintf("%s_%d", name, i))
+		}
+		items = append(items, item)
+	}
+	if len(missing) > 0 {
+		return "", fmt.Errorf("%s_COUNT is %d, and %s %s missing or empty", name, n, strings.Join(missing, ", "), plural(len(missing), "is", "are"))
+	}
+	return strings.Join(items, "\n"), nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func (b *bitbucket) Facts() Facts { return b.facts() }
@@ -75,6 +108,8 @@ func (b *bitbucket) Publish(r Results, _ Logger) error {
 	return err
 }
 
+// BadInput is the pipe's red result line only: Bitbucket shows one log, and
+// the message said twice is noise.
 func (b *bitbucket) BadInput(message string, _ Logger) {
 	fmt.Fprintln(b.env.Stdout, b.color("✖ Failed: bad input: "+quote.OneLine(message), "31"))
 }

@@ -68,15 +68,20 @@ type Docker struct {
 type System interface {
 	Kind() Kind
 	// Inputs returns the values the CI system sets for inputs, by name;
-	// inputs it does not set are absent.
-	Inputs(inputs []Input) map[string]string
+	// inputs it does not set are absent. An input given in a shape the
+	// system cannot mean (a Bitbucket list with a hole) is an error.
+	Inputs(inputs []Input) (map[string]string, error)
+	// Name is how the CI system names an input to a person: the GitHub
+	// input, the Bitbucket variable (MAX_ATTEMPTS), the flag (--max-attempts).
+	Name(input string) string
 	Facts() Facts
 	// Logger returns the run's log; debug shows debug lines.
 	Logger(debug bool) Logger
 	// Publish writes a run's results where this CI system shows them.
 	Publish(r Results, log Logger) error
-	// BadInput puts a configuration error where a person looks first (the
-	// run page), besides the log.
+	// BadInput reports a configuration error, once, where a person looks
+	// first: the log (an annotation on GitHub, with the job summary), or
+	// Bitbucket's red result line.
 	BadInput(message string, log Logger)
 }
 
@@ -98,6 +103,9 @@ type Results struct {
 
 // Output is one step output.
 type Output struct{ Name, Value string }
+
+// badInputTitle is the annotation title of a configuration error.
+const badInputTitle = "tagpush: bad input"
 
 // Detect tells the CI system from env.
 func Detect(env Env) System {
@@ -141,8 +149,9 @@ func isTrue(s string) bool {
 // table on stdout.
 type terminal struct{ base }
 
-func (t *terminal) Kind() Kind                       { return Terminal }
-func (t *terminal) Inputs([]Input) map[string]string { return map[string]string{} }
+func (t *terminal) Kind() Kind                                { return Terminal }
+func (t *terminal) Inputs([]Input) (map[string]string, error) { return map[string]string{}, nil }
+func (t *terminal) Name(input string) string                  { return "--" + input }
 
 func (t *terminal) Facts() Facts {
 	f := t.facts()
@@ -157,4 +166,4 @@ func (t *terminal) Publish(r Results, _ Logger) error {
 	return err
 }
 
-func (t *terminal) BadInput(string, Logger) {}
+func (t *terminal) BadInput(message string, log Logger) { log.Failf(badInputTitle, "%s", message) }

@@ -33,7 +33,7 @@ func TestInputs(t *testing.T) {
 	}{
 		{map[string]string{"GITHUB_ACTIONS": "true", "INPUT_SOURCE": " oci:x ", "INPUT_MAX-ATTEMPTS": "3", "INPUT_TIMEOUT": ""},
 			map[string]string{"source": "oci:x", "max-attempts": "3"}},
-		{map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "SOURCE": "oci:x", "TAGS_COUNT": "2", "TAGS_0": "a.io/x:1", "TAGS_1": "a.io/x:2", "TAGS": "ignored: the list form wins", "MAX_ATTEMPTS": "3"},
+		{map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "SOURCE": "oci:x", "TAGS_COUNT": "2", "TAGS_0": "a.io/x:1", "TAGS_1": "a.io/x:2", "MAX_ATTEMPTS": "3"},
 			map[string]string{"source": "oci:x", "tags": "a.io/x:1\na.io/x:2", "max-attempts": "3"}},
 		{map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "TAGS": "a.io/x:1\na.io/x:2"},
 			map[string]string{"tags": "a.io/x:1\na.io/x:2"}},
@@ -41,7 +41,10 @@ func TestInputs(t *testing.T) {
 		{map[string]string{"SOURCE": "oci:x", "INPUT_SOURCE": "oci:y"}, map[string]string{}},
 	}
 	for _, tt := range tests {
-		got := Detect(env(tt.env)).Inputs(inputs)
+		got, err := Detect(env(tt.env)).Inputs(inputs)
+		if err != nil {
+			t.Errorf("%v: %v", tt.env, err)
+		}
 		if len(got) != len(tt.want) {
 			t.Errorf("%v: inputs %v, want %v", tt.env, got, tt.want)
 		}
@@ -49,6 +52,27 @@ func TestInputs(t *testing.T) {
 			if got[k] != v {
 				t.Errorf("%v: %s = %q, want %q", tt.env, k, got[k], v)
 			}
+		}
+	}
+}
+
+// A Bitbucket list with a hole, or a list beside the plain variable, would
+// push some of the tags and say nothing: it is an error that names them.
+func TestBitbucketListsWithHolesAreRefused(t *testing.T) {
+	inputs := []Input{{Name: "tags", List: true}}
+	for _, tt := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"TAGS_COUNT": "3", "TAGS_0": "a.io/x:1", "TAGS_2": "a.io/x:3"}, "TAGS_COUNT is 3, and TAGS_1 is missing or empty"},
+		{map[string]string{"TAGS_COUNT": "2"}, "TAGS_0, TAGS_1 are missing or empty"},
+		{map[string]string{"TAGS_COUNT": "1", "TAGS_0": "a.io/x:1", "TAGS": "a.io/x:2"}, "TAGS and TAGS_COUNT are both set"},
+		{map[string]string{"TAGS_COUNT": "two", "TAGS_0": "a.io/x:1"}, `TAGS_COUNT: "two" is not a whole number`},
+	} {
+		tt.env["BITBUCKET_BUILD_NUMBER"] = "1"
+		_, err := Detect(env(tt.env)).Inputs(inputs)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: %v, want an error saying %q", tt.env, err, tt.want)
 		}
 	}
 }

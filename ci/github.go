@@ -20,7 +20,9 @@ func (g *github) action(w io.Writer) *githubactions.Action {
 	return githubactions.New(githubactions.WithGetenv(g.env.Getenv), githubactions.WithWriter(w))
 }
 
-func (g *github) Inputs(inputs []Input) map[string]string {
+func (g *github) Name(input string) string { return input }
+
+func (g *github) Inputs(inputs []Input) (map[string]string, error) {
 	action := g.action(io.Discard)
 	values := make(map[string]string)
 	for _, in := range inputs {
@@ -31,7 +33,7 @@ func (g *github) Inputs(inputs []Input) map[string]string {
 			values[in.Name] = v
 		}
 	}
-	return values
+	return values, nil
 }
 
 func (g *github) Facts() Facts {
@@ -67,6 +69,7 @@ func (g *github) Publish(r Results, log Logger) error {
 }
 
 func (g *github) BadInput(message string, log Logger) {
+	log.Failf(badInputTitle, "%s", message)
 	if g.env.Getenv("GITHUB_STEP_SUMMARY") == "" {
 		return
 	}

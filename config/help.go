@@ -11,7 +11,7 @@ import (
 func Help(w io.Writer) {
 	fmt.Fprint(w, `Usage: tagpush --source SOURCE --tags TAGS [flags]
        tagpush demo [--faults MODE]
-       tagpush --version
+       tagpush --version | -v
 
 Pushes one image to many tags: each blob once per repository, one manifest per
 tag, through a bounded, adaptive queue, and reports every tag. Every flag is
@@ -25,15 +25,19 @@ UPPER_SNAKE_CASE (--max-attempts: MAX_ATTEMPTS).
 				writeOption(w, "--"+o.Name+" "+o.Placeholder, o.Description, o.Default)
 			}
 		}
+		if g == GroupCredentials {
+			writeOption(w, "--password-stdin", "Read the password for --username from stdin, so it is not on the command line or in the shell's history (terminal only).", "")
+		}
 		if g == GroupBehaviour {
+			writeOption(w, "--output text|json", "What stdout gets: the table, or one JSON object (ok, dry_run, headline, digest, digests, results) for a script (terminal only).", "text")
 			writeOption(w, "-h, --help", "Show this help.", "")
 		}
 	}
 	_, _ = io.WriteString(w, `
 Examples:
-  tagpush --source oci:./build/image --tags ghcr.io/acme/app:1.4.2,ghcr.io/acme/app:latest
-  tagpush --source docker-archive:app.tar --repository ghcr.io/acme/app --tags "1.4.2, 1.4, latest" \
-          --username "$GITHUB_ACTOR" --password "$GITHUB_TOKEN"
+  tagpush --source oci:./build/image --tags ghcr.io/acme/app:1.4.2 --tags ghcr.io/acme/app:latest
+  echo "$GITHUB_TOKEN" | tagpush --source docker-archive:app.tar --repository ghcr.io/acme/app \
+          --tags "1.4.2, 1.4, latest" --username "$GITHUB_ACTOR" --password-stdin
   tagpush --source registry:ghcr.io/acme/app-staging:sha-3f9c2e1 --overwrite false \
           --tags ghcr.io/acme/app:1.4.2,registry.example.com/acme/app:1.4.2 \
           --registry-auth "$(printf 'ghcr.io=ci:%s\nregistry.example.com=ci:%s' "$T1" "$T2")"
@@ -63,7 +67,7 @@ func writeOption(w io.Writer, flag, desc, def string) {
 // close: at most two edits, or one for short names.
 func suggest(typed string) string {
 	best, bestD := "", 3
-	names := []string{"help"}
+	names := []string{"help", "password-stdin", "output"}
 	for _, o := range Options() {
 		names = append(names, o.Name)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tagpush/tagpush/ci"
 	"github.com/tagpush/tagpush/internal/quote"
+	"github.com/tagpush/tagpush/taglist"
 )
 
 // Config is a validated configuration.
@@ -41,6 +43,9 @@ type Config struct {
 	FailOnError   bool
 	DryRun        bool
 	Debug         bool
+	// Output is how a terminal run writes its result on stdout: text (the
+	// table) or json.
+	Output string
 }
 
 // UsageError is bad input: the run exits 2 and pushes nothing.
@@ -58,8 +63,11 @@ var ErrHelp = flag.ErrHelp
 
 // Load reads the configuration: each option's default, then inputs (the
 // values the CI system sets, by option name), then flags in args, each
-// overriding the one before. help receives the help when args ask for it.
-func Load(args []string, inputs map[string]string, help io.Writer) (*Config, error) {
+// overriding the one before. A list flag given again adds to the list
+// (--tags a --tags b, as crane, oras and docker take -t); any other flag
+// given twice is an error. help receives the help when args ask for it;
+// stdin is read for --password-stdin.
+func Load(args []string, inputs map[string]string, help io.Writer, stdin io.Reader) (*Config, error) {
 	values := make(map[string]string)
 	for _, o := range Options() {
 		values[o.Name] = o.Default
@@ -78,8 +86,11 @@ func Load(args []string, inputs map[string]string, help io.Writer) (*Config, err
 		v := new(string)
 		*v = o.Default
 		set[o.Name] = v
-		fs.Var(&flagValue{s: v, isBool: o.Kind == Bool}, o.Name, o.Description)
+		fs.Var(&flagValue{s: v, name: o.Name, isBool: o.Kind == Bool, list: o.Kind == List || o.Kind == Lines}, o.Name, o.Description)
 	}
+	// Flags of the terminal only: they make no sense as a CI input.
+	passwordStdin := fs.Bool("password-stdin", false, "")
+	output := fs.String("output", "text", "")
 	if err := fs.Parse(joinBoolValues(args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			Help(help)
@@ -95,7 +106,30 @@ func Load(args []string, inputs map[string]string, help io.Writer) (*Config, err
 			values[f.Name] = *v
 		}
 	})
-	return parse(values)
+	if *passwordStdin {
+		if values["password"] != "" {
+			return nil, usage("--password and --password-stdin are both given: give the password one way")
+		}
+		b, err := io.ReadAll(io.LimitReader(stdin, 1<<20))
+		if err != nil {
+			return nil, usage("--password-stdin: read stdin: %v", err)
+		}
+		values["password"] = strings.TrimRight(string(b), "\r\n")
+		if values["password"] == "" {
+			return nil, usage("--password-stdin: stdin is empty: pipe the password in (echo \"$TOKEN\" | tagpush ... --password-stdin)")
+		}
+	}
+	c, err := parse(values)
+	if err != nil {
+		return nil, err
+	}
+	switch *output {
+	case "text", "json":
+		c.Output = *output
+	default:
+		return nil, usage("--output: %s is not text or json", quote.Value(*output))
+	}
+	return c, nil
 }
 
 // Inputs are the options as the CI system's inputs.
@@ -158,6 +192,10 @@ func parse(v map[string]string) (*Config, error) {
 		return b
 	}
 	for i, item := range splitList(v["insecure-registries"]) {
+		if err := taglist.ASCII(item); err != nil {
+			errs = append(errs, usage("insecure-registries item %d: %s %v", i+1, quote.Value(item), err))
+			continue
+		}
 		reg, err := name.NewRegistry(item, name.StrictValidation)
 		if err != nil || strings.ContainsAny(item, "/@") {
 			errs = append(errs, usage("insecure-registries item %d: %s is not a registry host (host or host:port, e.g. registry.corp:5000)", i+1, quote.Value(item)))
@@ -201,8 +239,14 @@ func flagError(err error) error {
 	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
 		return usage("flag --%s needs a value; see tagpush --help", strings.TrimLeft(name, "-"))
 	}
+	if m := invalidValue.FindStringSubmatch(msg); m != nil {
+		return usage("%s", m[1])
+	}
 	return usage("%s; see tagpush --help", msg)
 }
+
+// invalidValue is the flag package's wrapping of an error from Set.
+var invalidValue = regexp.MustCompile(`^invalid value .* for flag -[^:]+: (.*)$`)
 
 // splitList splits a list input at newlines and commas, trimmed, blanks dropped.
 func splitList(s string) []string {
@@ -215,10 +259,13 @@ func splitList(s string) []string {
 	return out
 }
 
-// flagValue is a string flag that can also be given bare (--dry-run).
+// flagValue is a string flag that can also be given bare (--dry-run). A
+// list's value given again is added to it; any other's is an error.
 type flagValue struct {
-	s      *string
-	isBool bool
+	s            *string
+	name         string
+	isBool, list bool
+	given        bool
 }
 
 func (f *flagValue) String() string {
@@ -228,7 +275,18 @@ func (f *flagValue) String() string {
 	return *f.s
 }
 
-func (f *flagValue) Set(v string) error { *f.s = v; return nil }
+func (f *flagValue) Set(v string) error {
+	switch {
+	case !f.given:
+		*f.s = v
+	case f.list:
+		*f.s += "\n" + v
+	default:
+		return fmt.Errorf("--%s is given twice (%s, then %s): give it once", f.name, quote.Value(*f.s), quote.Value(v))
+	}
+	f.given = true
+	return nil
+}
 
 func (f *flagValue) IsBoolFlag() bool { return f.isBool }
 

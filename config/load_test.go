@@ -44,7 +44,11 @@ var sample = map[string]struct {
 func load(t *testing.T, args []string, env map[string]string) *Config {
 	t.Helper()
 	sys := ci.Detect(ci.Env{Getenv: func(k string) string { return env[k] }})
-	c, err := Load(args, sys.Inputs(Inputs()), &bytes.Buffer{})
+	inputs, err := sys.Inputs(Inputs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(args, inputs, &bytes.Buffer{}, nil)
 	if err != nil {
 		t.Fatalf("Load(%v, %v): %v", args, env, err)
 	}
@@ -72,6 +76,9 @@ func TestEveryOptionIsReadByEveryFrontEnd(t *testing.T) {
 			for k, v := range base {
 				if o.Name == "images" {
 					break // images replaces source and tags
+				}
+				if k == o.Name {
+					continue // a list flag given twice would add to the list
 				}
 				gh["INPUT_"+strings.ToUpper(k)] = v
 				bb[strings.ToUpper(k)] = v
@@ -128,7 +135,7 @@ func TestImagesOrSourceAndTags(t *testing.T) {
 		{"neither", nil, "source is required"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Load(tt.args, nil, &bytes.Buffer{})
+			_, err := Load(tt.args, nil, &bytes.Buffer{}, nil)
 			var ue *UsageError
 			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %v, want a usage error saying %q", err, tt.want)
@@ -150,13 +157,49 @@ func TestFlagsWinOverInputs(t *testing.T) {
 }
 
 func TestBitbucketListVariable(t *testing.T) {
-	c := load(t, nil, map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "SOURCE": "s", "TAGS_COUNT": "2", "TAGS_0": "a.io/x:1", "TAGS_1": "a.io/x:2", "TAGS": "ignored when the list form is given"})
+	c := load(t, nil, map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "SOURCE": "s", "TAGS_COUNT": "2", "TAGS_0": "a.io/x:1", "TAGS_1": "a.io/x:2"})
 	if c.Tags != "a.io/x:1\na.io/x:2" {
 		t.Errorf("tags = %q", c.Tags)
 	}
 	c = load(t, nil, map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "SOURCE": "s", "TAGS": "a.io/x:1\na.io/x:2"})
 	if c.Tags != "a.io/x:1\na.io/x:2" {
 		t.Errorf("multiline tags = %q", c.Tags)
+	}
+}
+
+// A list flag given again adds to the list, as crane, oras and docker users
+// repeat -t; any other flag given twice is an error that says so.
+func TestRepeatedFlags(t *testing.T) {
+	c := load(t, []string{"--source", "s", "--tags", "a.io/x:1", "--tags", "a.io/x:2, a.io/x:3"}, nil)
+	if c.Tags != "a.io/x:1\na.io/x:2, a.io/x:3" {
+		t.Errorf("tags = %q, want every --tags", c.Tags)
+	}
+	_, err := Load([]string{"--source", "a", "--source", "b", "--tags", "x"}, nil, &bytes.Buffer{}, nil)
+	var ue *UsageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), `--source is given twice ("a", then "b"): give it once`) {
+		t.Errorf("--source twice: %v", err)
+	}
+}
+
+// --password-stdin reads the password as docker login does; with --password
+// too, or an empty stdin, it is an error.
+func TestPasswordStdin(t *testing.T) {
+	c, err := Load([]string{"--source", "s", "--tags", "x", "--username", "ci", "--password-stdin"}, nil, &bytes.Buffer{}, strings.NewReader("s3cr3t\n"))
+	if err != nil || c.Password != "s3cr3t" {
+		t.Fatalf("password %q, %v", c.Password, err)
+	}
+	for _, tt := range []struct {
+		args  []string
+		stdin string
+		want  string
+	}{
+		{[]string{"--password", "p", "--password-stdin"}, "q", "--password and --password-stdin are both given"},
+		{[]string{"--password-stdin"}, "", "--password-stdin: stdin is empty"},
+	} {
+		_, err := Load(append([]string{"--source", "s", "--tags", "x"}, tt.args...), nil, &bytes.Buffer{}, strings.NewReader(tt.stdin))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: %v, want %q", tt.args, err, tt.want)
+		}
 	}
 }
 
@@ -179,7 +222,7 @@ func TestBadValuesAreUsageErrorsNamingTheValue(t *testing.T) {
 		{[]string{"--tags"}, "flag --tags needs a value; see tagpush --help"},
 	}
 	for _, tt := range tests {
-		_, err := Load(tt.args, nil, &bytes.Buffer{})
+		_, err := Load(tt.args, nil, &bytes.Buffer{}, nil)
 		var ue *UsageError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Load(%v) = %v, want a usage error containing %q", tt.args, err, tt.want)
@@ -189,7 +232,7 @@ func TestBadValuesAreUsageErrorsNamingTheValue(t *testing.T) {
 
 func TestHelpListsEveryOption(t *testing.T) {
 	var help bytes.Buffer
-	if _, err := Load([]string{"--help"}, nil, &help); !errors.Is(err, ErrHelp) {
+	if _, err := Load([]string{"--help"}, nil, &help, nil); !errors.Is(err, ErrHelp) {
 		t.Fatalf("err = %v", err)
 	}
 	for _, o := range Options() {
@@ -209,7 +252,7 @@ func TestTLSInputsAreChecked(t *testing.T) {
 	}
 	for _, tt := range tests {
 		args := append([]string{"--source", "oci:x", "--tags", "a.io/x:1"}, tt.args...)
-		_, err := Load(args, nil, &bytes.Buffer{})
+		_, err := Load(args, nil, &bytes.Buffer{}, nil)
 		var uerr *UsageError
 		if !errors.As(err, &uerr) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Load(%v) = %v, want a usage error saying %q", tt.args, err, tt.want)

@@ -75,17 +75,17 @@ func Options() []Option {
 		{Name: "insecure-registries", Group: GroupCredentials, Placeholder: "HOST[:PORT]", Kind: List,
 			Description: "Registries (host or host:port), one per line or separated by commas, whose TLS certificates are not checked and which may be reached over plain HTTP. Logged as a warning."},
 		{Name: "concurrency", Group: GroupSpeed, Placeholder: "N", Kind: Int, Default: strconv.Itoa(pusher.DefaultConcurrency),
-			Description: "The most writes (blob uploads, manifest PUTs) in flight at once per registry (the ceiling when adaptive)."},
+			Description: "The most writes (blob uploads, manifest PUTs) in flight at once per registry (the ceiling when adaptive); 1 to 32."},
 		{Name: "adaptive", Group: GroupSpeed, Placeholder: "true|false", Kind: Bool, Default: strconv.FormatBool(pusher.DefaultAdaptive),
 			Description: "Lower concurrency when a registry answers 5xx/429 and raise it again when it recovers."},
 		{Name: "max-attempts", Group: GroupSpeed, Placeholder: "N", Kind: Int, Default: strconv.Itoa(pusher.DefaultMaxAttempts),
-			Description: "Attempts per tag for transient failures (5xx, 429, 408, resets, timeouts). Permanent failures are not retried."},
+			Description: "Attempts per tag for transient failures (5xx, 429, 408, resets, timeouts); 1 to 50. Permanent failures are not retried."},
 		{Name: "retry-delay", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: quote.Duration(pusher.DefaultRetryDelay),
-			Description: "First wait between attempts; it doubles each time, with jitter. With the defaults a tag keeps trying through about 25s of failures."},
+			Description: "First wait between attempts (at most 1m); it doubles each time, with jitter. With the defaults a tag keeps trying through about 25s of failures."},
 		{Name: "max-retry-delay", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: quote.Duration(pusher.DefaultMaxRetryDelay),
-			Description: "Longest wait between attempts, also the cap on a registry's Retry-After."},
+			Description: "Longest wait between attempts (at most 10m), also the cap on a registry's Retry-After."},
 		{Name: "timeout", Group: GroupSpeed, Placeholder: "DURATION", Kind: Duration, Default: quote.Duration(pusher.DefaultTimeout),
-			Description: "Time limit for one tag, all attempts included."},
+			Description: "Time limit for one tag, all attempts included (at most 24h)."},
 		{Name: "referrers", Group: GroupWhat, Placeholder: "true|false", Kind: Bool, Default: "true",
 			Description: "Push the image's signatures, attestations and SBOMs with it: OCI referrers and cosign's sha256-<hex>.sig/.att/.sbom tags, from registry: and oci: sources, to every destination repository."},
 		{Name: "overwrite", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: strconv.FormatBool(pusher.DefaultOverwrite),
@@ -93,7 +93,7 @@ func Options() []Option {
 		{Name: "fail-on-error", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "true",
 			Description: "Exit 1 when any tag failed."},
 		{Name: "dry-run", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "false",
-			Description: "Check without pushing: the source opens, and each destination answers, accepts the credentials for a push and opens an upload session (then cancelled; no content is written). Exit 1 when a check fails, else 0 with the plan."},
+			Description: "Plan without writing: the source opens, each tag is read, and each is reported unchanged, would push, would overwrite or would fail (with the reason: overwrite is false, credentials, reachability), in the log, the table, the summary and the outputs. Exit 1 when a tag would fail."},
 		{Name: "debug", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "false",
 			Description: "Log every request decision, retry, limit change and credential source in detail (never a secret). Also on with GitHub's runner debug logging, or DEBUG=true on a terminal."},
 	}
@@ -105,14 +105,27 @@ type Output struct {
 	Description string
 }
 
+// The outputs' names: the table below is the one place that says what each
+// holds; report fills them.
+const (
+	OutputDigest    = "digest"
+	OutputDigests   = "digests"
+	OutputResults   = "results"
+	OutputPushed    = "pushed"
+	OutputUnchanged = "unchanged"
+	OutputFailed    = "failed"
+	OutputDryRun    = "dry-run"
+)
+
 // Outputs returns the action's outputs.
 func Outputs() []Output {
 	return []Output{
-		{"digest", "The manifest digest pushed (with images: the first image's)."},
-		{"digests", `JSON object of each image's digest by its source, e.g. {"docker-daemon:api:ci":"sha256:..."}.`},
-		{"results", `JSON array, in input order, of {"tag","source","status","digest","attempts","duration_ms","error","referrers"}; status is pushed, unchanged, failed or cancelled; source is the image's; referrers counts the signatures, attestations and SBOMs that went with the image to the tag's repository.`},
-		{"pushed", "References that hold the digest now, one per line: those pushed and those unchanged."},
-		{"unchanged", "References that already held the digest, so nothing was written for them, one per line."},
-		{"failed", "References that failed or were cancelled, one per line."},
+		{OutputDigest, "The manifest digest pushed (with images: the first image's)."},
+		{OutputDigests, `JSON object of each image's digest by its source, e.g. {"docker-daemon:api:ci":"sha256:..."}.`},
+		{OutputResults, `JSON array, in input order, of {"tag","source","status","digest","previous_digest","attempts","duration_ms","error","referrers"}; status is pushed, unchanged, failed or cancelled (in a dry run: would push, would overwrite, unchanged, would fail); previous_digest is what the tag held before when it held another; source is the image's; referrers counts the signatures, attestations and SBOMs that went with the image to the tag's repository.`},
+		{OutputPushed, "References that hold the digest now, one per line: those pushed and those unchanged (in a dry run: those that would hold it)."},
+		{OutputUnchanged, "References that already held the digest, so nothing was written for them, one per line."},
+		{OutputFailed, "References that failed or were cancelled, one per line (in a dry run: those that would fail)."},
+		{OutputDryRun, "true when the run was a dry run: the other outputs are its plan, and nothing was written."},
 	}
 }

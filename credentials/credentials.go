@@ -25,6 +25,9 @@ type Config struct {
 	// Registries are the destination registries; username and password go to
 	// them, and only when there is exactly one.
 	Registries []string
+	// Sources are the registries images are read from (registry: sources):
+	// registry-auth may name them, but username and password never go there.
+	Sources []string
 	// GitHubToken and GitHubActor go to ghcr.io when nothing else does.
 	GitHubToken, GitHubActor string
 	// DockerConfig is the keychain for docker config files and credential
@@ -35,6 +38,7 @@ type Config struct {
 // Set is the credentials of a run, read once.
 type Set struct {
 	static  map[string]entry
+	twice   []string // registry-auth lines that name a registry again
 	secrets []string
 	docker  authn.Keychain
 	github  githubKeychain
@@ -55,7 +59,7 @@ func Read(c Config) (*Set, error) {
 		static: make(map[string]entry),
 		docker: c.DockerConfig,
 		github: githubKeychain{token: strings.TrimSpace(c.GitHubToken), actor: strings.TrimSpace(c.GitHubActor)},
-		regs:   c.Registries,
+		regs:   append(slices.Clone(c.Registries), c.Sources...),
 	}
 	if s.docker == nil {
 		s.docker = authn.DefaultKeychain
@@ -85,6 +89,9 @@ func Read(c Config) (*Set, error) {
 			continue
 		}
 		add(token)
+		if prev, ok := s.static[reg]; ok {
+			s.twice = append(s.twice, fmt.Sprintf("registry-auth line %d names %s again (after %s): the later line is used", i+1, reg, prev.from))
+		}
 		s.static[reg] = entry{authn.AuthConfig{Username: user, Password: token}, fmt.Sprintf("registry-auth line %d (user %s)", i+1, user)}
 	}
 	if len(errs) > 0 {
@@ -146,8 +153,12 @@ func (s *Set) Source(registry string) string {
 	return "none (anonymous)"
 }
 
-// Unused lists the registry-auth registries that no destination names: most
-// often a typo in the registry's name.
+// Twice lists the registry-auth lines that name a registry another line
+// named: one of them is most often stale.
+func (s *Set) Twice() []string { return s.twice }
+
+// Unused lists the registry-auth registries that no destination or source
+// names: most often a typo in the registry's name.
 func (s *Set) Unused() []string {
 	var out []string
 	for r, e := range s.static {
@@ -165,7 +176,7 @@ func parseAuthLine(line string) (reg, user, token string, ok bool) {
 	r, cred, ok1 := strings.Cut(line, "=")
 	u, t, ok2 := strings.Cut(cred, ":")
 	r, u, t = strings.TrimSpace(r), strings.TrimSpace(u), strings.TrimSpace(t)
-	if !ok1 || !ok2 || r == "" || u == "" || t == "" || strings.Contains(r, ":") && !hostPort(r) {
+	if !ok1 || !ok2 || r == "" || u == "" || t == "" || strings.Contains(r, ":") && !hostPort(r) || !isASCII(r) {
 		return "", "", "", false
 	}
 	registry, err := name.NewRegistry(r, name.StrictValidation)
@@ -173,6 +184,17 @@ func parseAuthLine(line string) (reg, user, token string, ok bool) {
 		return "", "", "", false
 	}
 	return registry.RegistryStr(), u, t, true
+}
+
+// isASCII is a host of ASCII only: a look-alike pasted from a document is
+// no registry's name.
+func isASCII(s string) bool {
+	for _, r := range s {
+		if r > 127 {
+			return false
+		}
+	}
+	return true
 }
 
 // hostPort is "host:port" with a numeric port: the one place a registry

@@ -11,8 +11,10 @@ import (
 	"io"
 	"io/fs"
 	"log"
+	"maps"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,6 +64,7 @@ func Run(ctx context.Context, args []string, image fs.FS, stdout, stderr io.Writ
 		return job.ExitBadInput
 	}
 	cfg.Seed, cfg.Latency = *seed, *latency
+	showAtDemoSize(*mode, &cfg)
 
 	dir, err := os.MkdirTemp("", "tagpush-demo-")
 	if err != nil {
@@ -100,8 +103,8 @@ func Run(ctx context.Context, args []string, image fs.FS, stdout, stderr io.Writ
 	})
 
 	st := layer.Stats()
-	fmt.Fprintf(stdout, "\nregistry saw %d requests, %d blob upload(s), %s of blob data, %d manifest PUTs; faults injected: %d %v\n",
-		st.Requests, st.UploadSessions, byteCount(st.BlobBytes), st.ManifestPuts, st.TotalInjected(), st.Injected)
+	fmt.Fprintf(stdout, "\nregistry saw %d requests, %d blob upload(s), %s of blob data, %d manifest PUTs; faults injected: %s\n",
+		st.Requests, st.UploadSessions, byteCount(st.BlobBytes), st.ManifestPuts, injected(st.Injected))
 	verified := 0
 	for _, t := range tags {
 		ref, err := name.NewTag(t)
@@ -114,6 +117,38 @@ func Run(ctx context.Context, args []string, image fs.FS, stdout, stderr io.Writ
 	}
 	fmt.Fprintf(stdout, "checked independently: %d of %d tags resolve in the registry\n", verified, len(tags))
 	return code
+}
+
+// showAtDemoSize makes a fault mode show its fault in a demo of a few blobs
+// and 8 tags, pushed in well under a second, where a rate may draw nothing:
+// the first writes of each kind get the fault, then the rate goes on.
+func showAtDemoSize(mode string, cfg *faults.Config) {
+	switch mode {
+	case "429", "429-ghcr":
+		cfg.TooManyFirst = max(cfg.TooManyFirst, 2)
+	case "reset":
+		cfg.ResetFirst = max(cfg.ResetFirst, 1)
+	case "flaky":
+		cfg.ResetFirst = max(cfg.ResetFirst, 1)
+		cfg.TooManyFirst = max(cfg.TooManyFirst, 1)
+	case "outage":
+		// From the first request, short enough for the retries to outlast.
+		cfg.OutageAfter, cfg.Outage = 0, 1500*time.Millisecond
+	}
+}
+
+// injected says which faults the demo registry injected: "3 (429: 2, reset: 1)".
+func injected(m map[string]int) string {
+	total := 0
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		total += m[k]
+		parts = append(parts, fmt.Sprintf("%s: %d", k, m[k]))
+	}
+	if total == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d (%s)", total, strings.Join(parts, ", "))
 }
 
 func byteCount(n int64) string {

@@ -124,17 +124,20 @@ func TestDebugNamesTheCredentialSourceAndUnusedEntriesWarn(t *testing.T) {
 	a := testregistry.ForTest(t, testregistry.Options{Users: map[string]string{"alice": token}})
 	b := testregistry.ForTest(t, testregistry.Options{})
 	r := newRunner(t, map[string]string{
-		"source":        ociSource,
-		"tags":          a.Host + "/acme/app:1\n" + b.Host + "/acme/app:1",
-		"registry-auth": a.Host + "=alice:" + token + "\nregistry.typo.example=alice:" + token,
-		"debug":         "true",
+		"source":              ociSource,
+		"tags":                a.Host + "/acme/app:1\n" + b.Host + "/acme/app:1",
+		"registry-auth":       "registry.typo.example=alice:stale\n" + a.Host + "=alice:" + token + "\nregistry.typo.example=alice:" + token,
+		"insecure-registries": "registry.typo.example",
+		"debug":               "true",
 	})
 	mustRun(t, r)
 	log := r.stdout.String()
 	for _, want := range []string{
-		"debug: credentials for " + a.Host + ": registry-auth line 1 (user alice)",
+		"debug: credentials for " + a.Host + ": registry-auth line 2 (user alice)",
 		"debug: credentials for " + b.Host + ": none (anonymous)",
 		"::warning::registry-auth names registry.typo.example, but no tag is bound for it",
+		"::warning::registry-auth line 3 names registry.typo.example again (after registry-auth line 1 (user alice)): the later line is used",
+		"::warning::insecure-registries names registry.typo.example, but no tag is bound for it",
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q:\n%s", want, log)

@@ -11,6 +11,7 @@ import (
 	"io"
 	stdlog "log"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -42,6 +43,7 @@ const (
 type Env struct {
 	Args   []string
 	Getenv func(string) string
+	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
 	// Version is stamped into the User-Agent.
@@ -93,17 +95,18 @@ func (j *job) run(ctx context.Context) error {
 		return err
 	}
 	defer pl.close()
-	if pl.cfg.DryRun {
-		return j.dryRun(ctx, pl)
-	}
-	rep, err := j.push(ctx, pl)
-	if err != nil {
-		return err
-	}
-	if err := j.publish(rep); err != nil {
+	rep := j.push(ctx, pl)
+	if err := j.publish(rep, pl.cfg); err != nil {
 		return fmt.Errorf("cannot write results: %w", err)
 	}
-	if allOK(rep) || !pl.cfg.FailOnError && ctx.Err() == nil {
+	switch {
+	case report.AllOK(rep):
+		return nil
+	case rep.DryRun:
+		// A plan with a tag that would fail fails, whatever fail-on-error
+		// says: it is a check, and the real run would fail there.
+		return &failedError{report.Headline(rep)}
+	case !pl.cfg.FailOnError && ctx.Err() == nil:
 		return nil
 	}
 	return &failedError{report.Headline(rep)}
@@ -118,9 +121,7 @@ func (j *job) exit(err error) int {
 	case err == nil, errors.Is(err, config.ErrHelp):
 		return ExitOK
 	case errors.As(err, &in):
-		msg := err.Error() + " (nothing was pushed)"
-		j.log.Failf("tagpush: bad input", "%s", msg)
-		j.sys.BadInput(msg, j.log)
+		j.sys.BadInput(j.named(err.Error())+" (nothing was pushed)", j.log)
 		return ExitBadInput
 	case errors.As(err, &failed):
 		return ExitFailed
@@ -139,6 +140,7 @@ type plan struct {
 	// already, or the images input's, each opened as the push runs.
 	images []pusher.Image
 	pusher *pusher.Pusher
+	events *eventLog
 
 	mu     sync.Mutex
 	opened []*source.Image // to close when the run ends
@@ -147,7 +149,15 @@ type plan struct {
 // plan reads and checks everything a push needs, in the order a person
 // fixes it: configuration, tags, credentials, pusher settings, source.
 func (j *job) plan(ctx context.Context) (*plan, error) {
-	cfg, err := config.Load(j.env.Args, j.sys.Inputs(config.Inputs()), j.env.Stdout)
+	inputs, err := j.sys.Inputs(config.Inputs())
+	if err != nil {
+		return nil, badInput(err)
+	}
+	stdin := j.env.Stdin
+	if stdin == nil {
+		stdin = strings.NewReader("")
+	}
+	cfg, err := config.Load(j.env.Args, inputs, j.env.Stdout, stdin)
 	if errors.Is(err, config.ErrHelp) {
 		return nil, err
 	}
@@ -177,15 +187,21 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 	} else {
 		items, dups, tagErr = taglist.Parse(cfg.Tags, cfg.Repository)
 	}
-	var regs []string
+	var regs, sources []string
 	for _, it := range items {
 		regs = append(regs, it.Tag.RegistryStr())
+	}
+	for _, spec := range append([]string{cfg.Source}, sourcesOf(lines)...) {
+		if reg := source.Registry(spec); reg != "" {
+			sources = append(sources, reg)
+		}
 	}
 	creds, credErr := credentials.Read(credentials.Config{
 		Username:     cfg.Username,
 		Password:     cfg.Password,
 		RegistryAuth: cfg.RegistryAuth,
 		Registries:   regs,
+		Sources:      sources,
 		GitHubToken:  j.facts.GitHubToken,
 		GitHubActor:  j.facts.GitHubActor,
 		DockerConfig: j.env.DockerConfig,
@@ -213,7 +229,15 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 	}
 	regs = distinct(regs)
 	for _, reg := range creds.Unused() {
-		j.log.Warnf("registry-auth names %s, but no tag is bound for it: check the registry's name (tags name %s)", reg, strings.Join(regs, ", "))
+		j.log.Warnf("registry-auth names %s, but no tag is bound for it and no source is read from it: check the registry's name (tags name %s)", reg, strings.Join(regs, ", "))
+	}
+	for _, w := range creds.Twice() {
+		j.log.Warnf("%s", w)
+	}
+	for _, reg := range cfg.Insecure {
+		if !slices.Contains(regs, reg) {
+			j.log.Warnf("insecure-registries names %s, but no tag is bound for it: check the registry's name (tags name %s)", reg, strings.Join(regs, ", "))
+		}
 	}
 	if debug {
 		// Only when asked: finding the source may run a Docker credential
@@ -228,6 +252,7 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 		return nil, badInput(err)
 	}
 	keychain := creds.Keychain()
+	ev := newEventLog(j.log)
 	opts := []pusher.Option{
 		pusher.WithConcurrency(cfg.Concurrency),
 		pusher.WithAdaptive(cfg.Adaptive),
@@ -237,7 +262,7 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 		pusher.WithUserAgent("tagpush/" + j.env.Version),
 		pusher.WithKeychain(keychain),
 		pusher.WithTransport(transport),
-		pusher.WithEvents(events(j.log)),
+		pusher.WithEvents(ev.events()),
 	}
 	p, err := pusher.New(append(opts, j.env.PusherOptions...)...)
 	if err != nil {
@@ -251,10 +276,10 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 		Platform:  cfg.Platform,
 		Docker:    source.Docker{Host: d.Host, TLSVerify: d.TLSVerify, CertPath: d.CertPath, Context: d.Context, ConfigDir: d.ConfigDir, Home: d.Home},
 		Export: func(p source.ExportProgress) {
-			j.log.Infof("%s: exporting from the Docker engine: %s of about %s", p.Image, bytes(p.Written), bytes(p.Size))
+			j.log.Infof("%s: exporting from the Docker engine: %s of about %s", p.Image, report.Bytes(p.Written), report.Bytes(p.Size))
 		},
 	}
-	pl := &plan{cfg: cfg, items: items, tags: tags, pusher: p}
+	pl := &plan{cfg: cfg, items: items, tags: tags, pusher: p, events: ev}
 	if lines == nil {
 		// One image: found now, so that a wrong source is bad input and
 		// nothing is pushed; a Docker engine's export runs in the push.
@@ -287,9 +312,9 @@ func (pl *plan) opener(j *job, spec string, open func(context.Context) (*source.
 		pl.opened = append(pl.opened, img)
 		pl.mu.Unlock()
 		if len(pl.images) > 1 {
-			j.log.Infof("%s: %s, opened in %s", spec, img.Description, report.Duration(time.Since(start)))
+			j.log.Infof("%s: %s, opened in %s", spec, img.Description, quote.Duration(time.Since(start)))
 		} else {
-			j.log.Infof("opened %s in %s", img.Description, report.Duration(time.Since(start)))
+			j.log.Infof("opened %s in %s", img.Description, quote.Duration(time.Since(start)))
 		}
 		j.logReferrers(img)
 		return img.Taggable, referrersOf(img), nil
@@ -332,6 +357,14 @@ func (j *job) images(pl *plan, lines []taglist.Image, tags []name.Tag, o source.
 	return out, nil
 }
 
+func sourcesOf(lines []taglist.Image) []string {
+	var out []string
+	for _, l := range lines {
+		out = append(out, l.Source)
+	}
+	return out
+}
+
 // referrersOf is what travels with img, as the pusher takes it.
 func referrersOf(img *source.Image) []pusher.Referrer {
 	refs := make([]pusher.Referrer, len(img.Referrers))
@@ -351,41 +384,18 @@ func (j *job) logReferrers(img *source.Image) {
 	}
 }
 
-func (j *job) push(ctx context.Context, pl *plan) (*pusher.Report, error) {
+// push pushes the plan's images, or in a dry run plans them.
+func (j *job) push(ctx context.Context, pl *plan) *pusher.Report {
 	start := time.Now()
-	rep := pl.pusher.PushAll(ctx, pl.images)
-	j.log.Infof("%s in %s", report.Headline(rep), report.Duration(time.Since(start)))
-	return rep, nil
-}
-
-// dryRun checks what can be checked without writing content (each
-// destination answers, takes the credentials for a push, and opens an upload
-// session, which is cancelled), then prints the plan. A failed check is exit
-// 1: a dry run that says "would push" to a dead port proves nothing.
-func (j *job) dryRun(ctx context.Context, pl *plan) error {
-	failed := pl.pusher.Check(ctx, pl.tags)
-	checked := make(map[name.Repository]bool)
-	for _, t := range pl.tags {
-		if checked[t.Repository] {
-			continue
-		}
-		checked[t.Repository] = true
-		if err := failed[t.Repository]; err != nil {
-			j.log.Failf("tagpush: dry run: "+t.Repository.String(), "%s: %s", t.Repository, pusher.Summary(err))
-			j.log.Debugf("%s: %s", t.Repository, quote.OneLine(err.Error()))
-		} else {
-			j.log.Infof("%s: registry answers, credentials accepted for push", t.Repository)
-		}
+	var rep *pusher.Report
+	if pl.cfg.DryRun {
+		rep = pl.pusher.Plan(ctx, pl.images)
+	} else {
+		rep = pl.pusher.PushAll(ctx, pl.images)
 	}
-	for _, t := range pl.tags {
-		j.log.Infof("  would push %s", t)
-	}
-	if len(failed) > 0 {
-		j.log.Infof("dry run: nothing pushed; %d of %d repositories failed the check", len(failed), len(checked))
-		return &failedError{"dry run check failed"}
-	}
-	j.log.Infof("dry run: nothing pushed; every check passed")
-	return nil
+	pl.events.end()
+	j.log.Infof("%s, in %s", report.Headline(rep), quote.Duration(time.Since(start)))
+	return rep
 }
 
 // allowInsecure re-reads the tags bound for an insecure registry so that
@@ -427,8 +437,12 @@ func (j *job) logPlan(pl *plan) {
 	if len(pl.images) > 1 {
 		what = fmt.Sprintf("%d images", len(pl.images))
 	}
-	j.log.Infof("pushing %s to %d tag(s) in %d repositor%s on %s; concurrency %d per registry (%s), up to %d attempt(s) per tag",
-		what, len(pl.tags), len(repos), plural(len(repos), "y", "ies"),
+	verb := "pushing"
+	if pl.cfg.DryRun {
+		verb = "dry run, reading only: planning"
+	}
+	j.log.Infof("%s %s to %d tag(s) in %d repositor%s on %s; concurrency %d per registry (%s), up to %d attempt(s) per tag",
+		verb, what, len(pl.tags), len(repos), plural(len(repos), "y", "ies"),
 		strings.Join(slices.Sorted(maps.Keys(regs)), ", "), pl.cfg.Concurrency, mode, pl.cfg.MaxAttempts)
 	for _, it := range pl.items {
 		j.log.Debugf("tag from line %d: %s", it.Line, it.Tag)
@@ -442,42 +456,36 @@ func plural(n int, one, many string) string {
 	return many
 }
 
-func events(log ci.Logger) pusher.Events {
-	return pusher.Events{
-		TagDone: func(r pusher.Result) { log.Infof("%s", report.LogLine(r)) },
-		Retry: func(r pusher.Retry) {
-			log.Infof("retrying %s: attempt %d failed (%s): %s; next attempt in %s", r.Tag, r.Attempt, r.Fault, quote.OneLine(fmt.Sprint(r.Err)), report.Duration(r.Wait))
-		},
-		LimitChange: func(c pusher.LimitChange) {
-			why := "registry healthy again"
-			if c.Overload {
-				why = "registry overloaded (5xx/429/timeout)"
-			}
-			log.Infof("%s: concurrency %d -> %d (%s)", c.Registry, c.Old, c.New, why)
-		},
-		Progress: func(p pusher.Progress) {
-			log.Infof("uploaded %s of %s", bytes(p.Complete), bytes(p.Total))
-		},
-	}
-}
-
-func bytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
 // debugWriter turns go-containerregistry's log lines into debug lines.
 type debugWriter struct{ log ci.Logger }
 
 func (d debugWriter) Write(p []byte) (int, error) {
 	d.log.Debugf("%s", strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// named writes the inputs a bad-input message names as the CI system names
+// them: REPOSITORY on Bitbucket, --repository on a terminal. Messages name
+// an input at the start of what they say of it ("tags line 2: ...",
+// "concurrency: ...", "source is required", "the repository input"); prose
+// that uses the same word otherwise is left alone.
+func (j *job) named(msg string) string {
+	var names []string
+	for _, o := range config.Options() {
+		names = append(names, regexp.QuoteMeta(o.Name))
+	}
+	// Longest first, so insecure-registries is not read as registries.
+	slices.SortFunc(names, func(a, b string) int { return len(b) - len(a) })
+	re := regexp.MustCompile(`(^|[\s(;,"'])(?:the (` + strings.Join(names, "|") + `) input|(` + strings.Join(names, "|") +
+		`)((?:: | line | item | is | and | or |/| go together| given| are)))`)
+	return re.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := re.FindStringSubmatch(m)
+		if sub[2] != "" {
+			if n := j.sys.Name(sub[2]); n != sub[2] {
+				return sub[1] + n
+			}
+			return m
+		}
+		return sub[1] + j.sys.Name(sub[3]) + sub[4]
+	})
 }

@@ -5,16 +5,24 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/tagpush/tagpush/internal/actiontest"
 	"github.com/tagpush/tagpush/internal/faults"
@@ -210,7 +218,7 @@ func TestFailedTagExitsOneUnlessFailOnErrorIsFalse(t *testing.T) {
 				t.Errorf("pushed %q, failed %q", out["pushed"], out["failed"])
 			}
 			if !strings.Contains(r.stdout.String(), "::error title=") ||
-				!strings.Contains(r.stdout.String(), "::failed "+reg.Host+"/acme/denied:1: permission denied") ||
+				!regexp.MustCompile(`::failed `+regexp.QuoteMeta(reg.Host)+`/acme/denied:1 after [^:]+: permission denied`).MatchString(r.stdout.String()) ||
 				!strings.Contains(r.stdout.String(), "permission denied (403) to push "+reg.Host+"/acme/denied") {
 				t.Errorf("no error annotation for the denied tag:\n%s", &r.stdout)
 			}
@@ -228,43 +236,123 @@ func TestFlagsWinOverInputs(t *testing.T) {
 	if !strings.Contains(r.stdout.String(), "would push "+reg.Host+"/acme/app:from-flag") {
 		t.Errorf("dry run did not plan the flag's tag:\n%s", &r.stdout)
 	}
-	// A dry run checks (ping, an upload session opened and cancelled) but
-	// writes no content.
-	st := reg.Faults.Stats()
-	if st.ByMethod[http.MethodPatch] != 0 || st.ByMethod[http.MethodPut] != 0 || st.BlobBytes != 0 {
-		t.Errorf("dry run wrote content: %v", st.ByMethod)
-	}
 }
 
-// A dry run that checks: a wrong password and a dead port fail it (exit 1)
-// with what is wrong; a good configuration passes (exit 0) and writes
-// nothing.
-func TestDryRunChecksTheDestinations(t *testing.T) {
+// A dry run is a plan: each tag is reported unchanged, would push, would
+// overwrite or would fail (with the reason) in the log, the outputs and the
+// summary, as a real run reports it, marked as a dry run; it exits 1 when a
+// tag would fail; and it writes nothing at all, not even an upload session.
+func TestDryRunIsAPlan(t *testing.T) {
 	const secret = "s3cr3t-Pa55word"
 	reg := testregistry.ForTest(t, testregistry.Options{Users: map[string]string{"ci": secret}})
+	img, err := random.Image(1024, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := random.Image(512, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := map[string]string{"username": "ci", "password": secret}
+	// acme/app:same holds the image already; acme/app:old another one.
+	push := func(ref string, im v1.Image) {
+		t.Helper()
+		tag, _ := name.NewTag(ref)
+		if err := remote.Write(tag, im, remote.WithAuth(&authn.Basic{Username: "ci", Password: secret})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	if _, err := layout.Write(dir, empty.Index); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := layout.FromPath(dir)
+	if err := p.AppendImage(img); err != nil {
+		t.Fatal(err)
+	}
+	push(reg.Host+"/acme/app:same", img)
+	push(reg.Host+"/acme/app:old", other)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dead := l.Addr().String()
 	l.Close()
+	digest, _ := img.Digest()
+
+	type want struct {
+		status string
+		reason string // in the result's error
+	}
 	tests := []struct {
-		name   string
-		inputs map[string]string
-		code   int
-		want   string
+		name     string
+		inputs   map[string]string
+		code     int
+		want     map[string]want
+		headline string
 	}{
-		{"good", map[string]string{"tags": reg.Host + "/acme/app:1", "username": "ci", "password": secret}, job.ExitOK, "every check passed"},
-		{"wrong password", map[string]string{"tags": reg.Host + "/acme/app:1", "username": "ci", "password": "wrong-one"}, job.ExitFailed, "authentication failed (401) for " + reg.Host},
-		{"nothing listening", map[string]string{"tags": dead + "/acme/app:1"}, job.ExitFailed, "could not connect to " + dead},
+		{"overwrite on", map[string]string{"overwrite": "true"}, job.ExitOK, map[string]want{
+			reg.Host + "/acme/app:new":  {"would push", ""},
+			reg.Host + "/acme/app:same": {"unchanged", ""},
+			reg.Host + "/acme/app:old":  {"would overwrite", ""},
+		}, "dry run of 3 tags, nothing written: 1 would push, 1 would overwrite, 1 unchanged"},
+		{"overwrite off", map[string]string{"overwrite": "false"}, job.ExitFailed, map[string]want{
+			reg.Host + "/acme/app:new":  {"would push", ""},
+			reg.Host + "/acme/app:same": {"unchanged", ""},
+			reg.Host + "/acme/app:old":  {"would fail", "overwrite is false"},
+		}, "1 would fail"},
+		{"wrong password", map[string]string{"password": "wrong-one"}, job.ExitFailed, map[string]want{
+			reg.Host + "/acme/app:new": {"would fail", "authentication failed (401) for " + reg.Host},
+		}, "1 would fail"},
+		{"nothing listening", map[string]string{"username": "", "password": ""}, job.ExitFailed, map[string]want{
+			dead + "/acme/app:new": {"would fail", "could not connect to " + dead},
+		}, "1 would fail"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			var tags []string
+			for tag := range tt.want {
+				tags = append(tags, tag)
+			}
+			slices.Sort(tags)
+			inputs := map[string]string{"source": "oci:" + dir, "tags": strings.Join(tags, "\n"), "dry-run": "true"}
+			maps.Copy(inputs, creds)
+			maps.Copy(inputs, tt.inputs)
+			if inputs["username"] == "" {
+				delete(inputs, "username")
+				delete(inputs, "password")
+			}
 			reg.Faults.Reset(faults.Config{})
-			tt.inputs["source"], tt.inputs["dry-run"] = ociSource, "true"
-			r := newRunner(t, tt.inputs)
-			if code := r.run(t); code != tt.code || !strings.Contains(r.stdout.String(), tt.want) {
-				t.Errorf("exit %d, want %d with %q:\n%s", code, tt.code, tt.want, &r.stdout)
+			r := newRunner(t, inputs)
+			if code := r.run(t); code != tt.code {
+				t.Errorf("exit %d, want %d:\n%s", code, tt.code, &r.stdout)
+			}
+			out := r.outputs(t)
+			if out["dry-run"] != "true" {
+				t.Errorf("dry-run output %q", out["dry-run"])
+			}
+			var results []struct{ Tag, Status, Digest, Error string }
+			if err := json.Unmarshal([]byte(out["results"]), &results); err != nil {
+				t.Fatal(err)
+			}
+			if len(results) != len(tt.want) {
+				t.Fatalf("%d results, want %d: %s", len(results), len(tt.want), out["results"])
+			}
+			for _, res := range results {
+				w := tt.want[res.Tag]
+				if res.Status != w.status || !strings.Contains(res.Error, w.reason) {
+					t.Errorf("%s: %s (%q), want %s (%q)", res.Tag, res.Status, res.Error, w.status, w.reason)
+				}
+				if w.status != "would fail" && res.Digest != digest.String() {
+					t.Errorf("%s: digest %q, want %s", res.Tag, res.Digest, digest)
+				}
+				if !strings.Contains(r.stdout.String(), w.status+" "+res.Tag) {
+					t.Errorf("log lacks %q:\n%s", w.status+" "+res.Tag, &r.stdout)
+				}
+			}
+			summary, _ := os.ReadFile(r.report)
+			if !strings.Contains(string(summary), tt.headline) || !strings.Contains(string(summary), "nothing was written") {
+				t.Errorf("summary lacks %q:\n%s", tt.headline, summary)
 			}
 			// The annotation is the sentence that says what to fix, not
 			// the library's https-then-http chain (that is in the debug log).
@@ -273,8 +361,11 @@ func TestDryRunChecksTheDestinations(t *testing.T) {
 					t.Errorf("annotation carries the library's chain: %s", line)
 				}
 			}
+			if strings.Contains(r.stdout.String(), "\npushing ") {
+				t.Errorf("a dry run's log says it is pushing:\n%s", &r.stdout)
+			}
 			st := reg.Faults.Stats()
-			if st.ByMethod[http.MethodPatch] != 0 || st.ByMethod[http.MethodPut] != 0 {
+			if n := st.ByMethod[http.MethodPost] + st.ByMethod[http.MethodPatch] + st.ByMethod[http.MethodPut] + st.ByMethod[http.MethodDelete]; n != 0 {
 				t.Errorf("dry run wrote: %v", st.ByMethod)
 			}
 		})
@@ -418,7 +509,7 @@ func TestBadInputReachesTheRunPage(t *testing.T) {
 		},
 		Stdout: &out, Stderr: &out, Version: "test",
 	})
-	if code != job.ExitBadInput || !strings.Contains(out.String(), `✖ Failed: bad input: concurrency: "zero" is not a whole number`) {
+	if code != job.ExitBadInput || !strings.Contains(out.String(), `✖ Failed: bad input: CONCURRENCY: "zero" is not a whole number`) || strings.Count(out.String(), "is not a whole number") != 1 {
 		t.Errorf("Bitbucket: exit %d, output:\n%s", code, &out)
 	}
 }

@@ -1,81 +1,57 @@
 package job
 
 import (
+	"fmt"
 	"strings"
 
-	"github.com/tagpush/tagpush/ci"
+	"github.com/tagpush/tagpush/config"
 	"github.com/tagpush/tagpush/pusher"
 	"github.com/tagpush/tagpush/report"
 )
 
-// publish logs each tag that failed and hands the rendered results to the CI
+// maxNamed is the most tags one failure line names.
+const maxNamed = 5
+
+// publish reports the tags that did not end well, one line (an annotation on
+// GitHub) per distinct reason, and hands the rendered results to the CI
 // system.
-func (j *job) publish(rep *pusher.Report) error {
+func (j *job) publish(rep *pusher.Report, cfg *config.Config) error {
+	var order []string
+	groups := make(map[string][]pusher.Result)
 	for _, r := range rep.Results {
-		if !r.Status.OK() {
-			j.log.Failf("tagpush: "+r.Tag.String()+" "+string(r.Status), "%s %s: %s", r.Status, r.Tag, pusher.Summary(r.Err))
+		if r.Status.OK() || r.Status == pusher.StatusUnchanged {
+			continue
 		}
+		key := string(r.Status) + "\x00" + pusher.Summary(r.Err)
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], r)
 	}
-	results, err := report.JSON(rep.Results)
+	for _, key := range order {
+		rs := groups[key]
+		status, sum := rs[0].Status, pusher.Summary(rs[0].Err)
+		if len(rs) == 1 {
+			j.log.Failf(fmt.Sprintf("tagpush: %s %s", rs[0].Tag, status), "%s", report.LogLine(rs[0]))
+			continue
+		}
+		var names []string
+		for _, r := range rs[:min(len(rs), maxNamed)] {
+			names = append(names, r.Tag.String())
+		}
+		if more := len(rs) - len(names); more > 0 {
+			names = append(names, fmt.Sprintf("and %d more", more))
+		}
+		j.log.Failf(fmt.Sprintf("tagpush: %d tags %s", len(rs), status), "%d tags %s (%s): %s", len(rs), status, strings.Join(names, ", "), sum)
+	}
+	res, err := report.Render(rep)
 	if err != nil {
 		return err
 	}
-	digests, err := report.Digests(rep)
-	if err != nil {
-		return err
-	}
-	text := report.Table(rep)
-	if line := report.ReferrersLine(rep.Results); line != "" {
-		text += line + "\n"
-	}
-	text += report.StatsLine(rep.Stats) + "\n"
-	failed := report.Refs(rep.Results, pusher.StatusFailed)
-	if c := report.Refs(rep.Results, pusher.StatusCancelled); c != "" {
-		failed = joinLines(failed, c)
-	}
-	return j.sys.Publish(ci.Results{
-		OK:       allOK(rep),
-		Headline: report.Headline(rep),
-		Text:     text,
-		Markdown: report.Markdown(rep),
-		JSON:     results,
-		Outputs: []ci.Output{
-			{Name: "digest", Value: rep.Digest},
-			{Name: "digests", Value: digests},
-			{Name: "results", Value: results},
-			// pushed lists every tag that holds the digest now, unchanged
-			// ones included; unchanged lists those that needed no write.
-			{Name: "pushed", Value: okRefs(rep)},
-			{Name: "unchanged", Value: report.Refs(rep.Results, pusher.StatusUnchanged)},
-			{Name: "failed", Value: failed},
-		},
-	}, j.log)
-}
-
-func joinLines(a, b string) string {
-	if a == "" {
-		return b
-	}
-	return a + "\n" + b
-}
-
-// allOK reports whether every tag holds the digest: pushed or unchanged.
-func allOK(rep *pusher.Report) bool {
-	for _, r := range rep.Results {
-		if !r.Status.OK() {
-			return false
+	if cfg.Output == "json" {
+		if res.Text, err = report.Document(rep); err != nil {
+			return err
 		}
 	}
-	return true
-}
-
-// okRefs lists, in input order, the tags that hold the digest.
-func okRefs(rep *pusher.Report) string {
-	var refs []string
-	for _, r := range rep.Results {
-		if r.Status.OK() {
-			refs = append(refs, r.Tag.String())
-		}
-	}
-	return strings.Join(refs, "\n")
+	return j.sys.Publish(res, j.log)
 }

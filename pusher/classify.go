@@ -13,7 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -70,6 +69,25 @@ type verdict struct {
 	relearnBlobs bool
 	// timeout is the tag's time limit, set when it is what ended the tag.
 	timeout time.Duration
+	// betweenAttempts marks a timeout that came while the step waited to
+	// retry; lostBefore says whether the attempt before may have landed.
+	betweenAttempts, lostBefore bool
+}
+
+// mayHaveLanded reports whether the write the verdict is about may have
+// been committed with its answer lost: a 5xx or a reset on the way back, or
+// a request its time limit cut. A rate limit (429, ghcr.io's 403) or a
+// refusal is the registry saying it did not take the write.
+func (v verdict) mayHaveLanded() bool {
+	switch {
+	case v.betweenAttempts:
+		return v.lostBefore
+	case v.fault == FaultTimeout:
+		return true
+	case v.fault == Fault429 || v.fault == FaultRateLimited:
+		return false
+	}
+	return v.transient
 }
 
 // errNotVerified marks a tag that did not resolve to the pushed digest after its PUT.
@@ -119,7 +137,7 @@ func classify(own context.Context, err error) verdict {
 
 	// Failures to reach the registry at all say nothing about its load: they
 	// never lower the limit. A refused connection may be a registry that is
-	// restarting (pushTag bounds how long that is believed); a name that does
+	// restarting (noteAnswer believes so for the connect grace); a name that does
 	// not resolve, or a certificate that is not trusted, does not mend itself.
 	var (
 		redirect *RedirectLoopError
@@ -277,7 +295,17 @@ type TagError struct {
 	Cause   error
 }
 
-func (e *TagError) Error() string { return e.Summary + ": " + e.Cause.Error() }
+// Error is the summary and, when it says more, the cause's text.
+func (e *TagError) Error() string {
+	if e.Cause == nil {
+		return e.Summary
+	}
+	c := e.Cause.Error()
+	if c == "" || strings.Contains(e.Summary, c) {
+		return e.Summary
+	}
+	return e.Summary + ": " + c
+}
 func (e *TagError) Unwrap() error { return e.Cause }
 
 // maxSummary is the longest summary shown, in characters.
@@ -295,11 +323,7 @@ func Summary(err error) string {
 	if errors.As(err, &te) {
 		s = te.Summary
 	}
-	s = strings.Join(strings.FieldsFunc(s, func(r rune) bool { return unicode.IsControl(r) || r == ' ' }), " ")
-	if r := []rune(s); len(r) > maxSummary {
-		s = string(r[:maxSummary-1]) + "…"
-	}
-	return s
+	return quote.Cut(quote.OneLine(s), maxSummary)
 }
 
 // explain turns the last error of a failed tag into a TagError whose summary
@@ -316,6 +340,9 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 	case FaultNotFound:
 		return say("%s was not found on %s (or the credentials cannot see it): check the repository name", repo, reg)
 	case FaultInvalid:
+		if v.status == http.StatusMethodNotAllowed {
+			return say("%s answered 405 Method Not Allowed: a read-only mirror or pull-through cache takes no pushes; push to the registry itself", reg)
+		}
 		return say("%s rejected the request as invalid (%d, not retried): check the image and the tag", reg, v.status)
 	case FaultRateLimited, Fault429:
 		return say("%s rate-limited the push (%s) through %d attempt(s): lower concurrency or push again later", reg, rateLimitKind(v), attempts)

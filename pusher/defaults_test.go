@@ -12,7 +12,7 @@ import (
 // anything: the demo, the bench and library users get the same behaviour as
 // a run with no inputs. A default changed in one place only fails here.
 func TestDefaultsMatchTheTable(t *testing.T) {
-	cfg, err := config.Load([]string{"--source", "x", "--tags", "y"}, nil, io.Discard)
+	cfg, err := config.Load([]string{"--source", "x", "--tags", "y"}, nil, io.Discard, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

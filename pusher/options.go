@@ -57,6 +57,18 @@ const (
 	ReadBudget = 32
 )
 
+// The ceilings of the settings a person can change: beyond them a value is a
+// mistake (concurrency: 1000000) rather than a choice.
+const (
+	// MaxConcurrency keeps a run at most 64 requests in flight to a
+	// registry, with the read budget.
+	MaxConcurrency   = 32
+	MaxMaxAttempts   = 50
+	MaxRetryDelay    = time.Minute
+	MaxMaxRetryDelay = 10 * time.Minute
+	MaxTimeout       = 24 * time.Hour
+)
+
 func defaults() config {
 	return config{
 		concurrency:   DefaultConcurrency,
@@ -104,6 +116,8 @@ type LimitChange struct {
 
 // Retry describes one failed attempt that will be tried again.
 type Retry struct {
+	// Registry is the registry the step went to.
+	Registry string
 	// Tag names the step: a tag, a blob (REPO@DIGEST), or a read.
 	Tag     string
 	Attempt int
@@ -123,8 +137,11 @@ type Progress struct {
 // when adaptive). Default 4.
 func WithConcurrency(n int) Option {
 	return func(c *config) error {
-		if n < 1 {
+		switch {
+		case n < 1:
 			return fmt.Errorf("concurrency: %d is less than 1", n)
+		case n > MaxConcurrency:
+			return fmt.Errorf("concurrency: %d is more than %d, the most writes tagpush puts on one registry at once", n, MaxConcurrency)
 		}
 		c.concurrency = n
 		return nil
@@ -150,10 +167,16 @@ func WithRetry(maxAttempts int, delay, maxDelay time.Duration) Option {
 		switch {
 		case maxAttempts < 1:
 			return fmt.Errorf("max-attempts: %d is less than 1", maxAttempts)
+		case maxAttempts > MaxMaxAttempts:
+			return fmt.Errorf("max-attempts: %d is more than %d", maxAttempts, MaxMaxAttempts)
 		case delay <= 0:
 			return fmt.Errorf("retry-delay: %s is not a positive duration", delay)
+		case delay > MaxRetryDelay:
+			return fmt.Errorf("retry-delay: %s is more than %s", delay, MaxRetryDelay)
 		case maxDelay < delay:
 			return fmt.Errorf("max-retry-delay (%s) is less than retry-delay (%s)", maxDelay, delay)
+		case maxDelay > MaxMaxRetryDelay:
+			return fmt.Errorf("max-retry-delay: %s is more than %s", maxDelay, MaxMaxRetryDelay)
 		}
 		c.maxAttempts, c.retryDelay, c.maxRetryDelay = maxAttempts, delay, maxDelay
 		return nil
@@ -163,8 +186,11 @@ func WithRetry(maxAttempts int, delay, maxDelay time.Duration) Option {
 // WithTimeout bounds the time one tag may take, all attempts included. Default 10m.
 func WithTimeout(d time.Duration) Option {
 	return func(c *config) error {
-		if d <= 0 {
+		switch {
+		case d <= 0:
 			return fmt.Errorf("timeout: %s is not a positive duration", d)
+		case d > MaxTimeout:
+			return fmt.Errorf("timeout: %s is more than %s", d, MaxTimeout)
 		}
 		c.timeout = d
 		return nil

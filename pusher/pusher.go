@@ -40,21 +40,39 @@ const (
 	StatusUnchanged Status = "unchanged"
 	StatusFailed    Status = "failed"
 	StatusCancelled Status = "cancelled"
+
+	// A dry run's plan (Pusher.Plan): what a push would do with the tag.
+	StatusWouldPush      Status = "would push"      // the tag is missing
+	StatusWouldOverwrite Status = "would overwrite" // the tag holds another digest, and overwrite is on
+	StatusWouldFail      Status = "would fail"      // the push would fail, for the reason in Err
 )
 
-// OK reports whether the tag holds the digest at the end: pushed or unchanged.
-func (s Status) OK() bool { return s == StatusPushed || s == StatusUnchanged }
+// OK reports whether the tag holds the digest at the end (pushed or
+// unchanged), or in a plan would hold it.
+func (s Status) OK() bool {
+	switch s {
+	case StatusPushed, StatusUnchanged, StatusWouldPush, StatusWouldOverwrite:
+		return true
+	}
+	return false
+}
+
+// Failed reports whether the tag failed, or in a plan would fail.
+func (s Status) Failed() bool { return s == StatusFailed || s == StatusWouldFail }
 
 // errExists is a tag that holds another digest while overwrite is off.
-var errExists = errors.New("tag exists")
+var errExists = errors.New("overwrite is false")
 
 // Result is what became of one tag.
 type Result struct {
 	Tag name.Tag
 	// Image names the image the tag was to get (Image.Name).
-	Image    string
-	Status   Status
-	Digest   string
+	Image  string
+	Status Status
+	Digest string
+	// Previous is the digest the tag held before the run, when it held
+	// another and the run read it (a tag overwritten, or refused).
+	Previous string
 	Attempts int
 	Duration time.Duration
 	Err      error
@@ -96,12 +114,30 @@ type Stats struct {
 // Report is the outcome of a run: one result per tag, in the order of the
 // images and of their tags.
 type Report struct {
+	// DryRun marks a plan (Pusher.Plan): nothing was written.
+	DryRun bool
 	// Digest is the first image's digest.
 	Digest string
 	// Images says what became of each image, in the order given.
 	Images  []ImageResult
 	Results []Result
 	Stats   Stats
+	// Uploads is, in a plan, what each destination repository lacks of
+	// each image that would be written there.
+	Uploads []Upload
+}
+
+// Upload is what a repository lacks of an image, as a plan finds it.
+type Upload struct {
+	Repository name.Repository
+	Image      string
+	// Blobs is how many blobs the image has; Missing how many of them the
+	// repository lacks (to upload, or mount from another repository of the
+	// registry), and MissingBytes their size.
+	Blobs, Missing int
+	MissingBytes   int64
+	// Err is why the blobs could not be checked.
+	Err error
 }
 
 // Image is one image of a run and where it goes.
@@ -154,7 +190,7 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag,
 		return nil, err
 	}
 	c.referrers = refs
-	return p.push(ctx, []opened{{tags: tags, open: func(context.Context) (*content, error) { return c, nil }}}), nil
+	return p.push(ctx, []opened{{tags: tags, open: func(context.Context) (*content, error) { return c, nil }}}, false), nil
 }
 
 // PushAll pushes every image to its tags in one run: one write limit and one
@@ -164,6 +200,23 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag,
 // of its own while the others push; one that cannot be opened or read fails
 // its tags, and the others go on.
 func (p *Pusher) PushAll(ctx context.Context, images []Image) *Report {
+	return p.push(ctx, openers(images), false)
+}
+
+// Plan is a dry run of PushAll: it opens each image and reads, under the
+// same read budgets, what each tag holds now and which blobs each
+// repository lacks, and says per tag what a push would do: unchanged, would
+// push, would overwrite, or would fail and why (overwrite off, credentials,
+// reachability, the source). It writes nothing: no upload session, no blob,
+// no manifest. The destination's sign-in asks for push access, as a push's
+// does, so a token server that refuses it shows here; a registry that grants
+// a token and refuses the write itself only says so when written to.
+func (p *Pusher) Plan(ctx context.Context, images []Image) *Report {
+	return p.push(ctx, openers(images), true)
+}
+
+// openers turns the caller's images into a run's.
+func openers(images []Image) []opened {
 	srcs := make([]opened, len(images))
 	for i, img := range images {
 		srcs[i] = opened{name: img.Name, tags: img.Tags, open: func(ctx context.Context) (*content, error) {
@@ -179,7 +232,7 @@ func (p *Pusher) PushAll(ctx context.Context, images []Image) *Report {
 			return c, nil
 		}}
 	}
-	return p.push(ctx, srcs)
+	return srcs
 }
 
 // opened is an image of a run as the run opens it.
@@ -189,8 +242,10 @@ type opened struct {
 	open func(context.Context) (*content, error)
 }
 
-func (p *Pusher) push(ctx context.Context, images []opened) *Report {
+// push runs images to their tags; with plan, only their plan.
+func (p *Pusher) push(ctx context.Context, images []opened, plan bool) *Report {
 	r := p.newRun(ctx)
+	r.planning = plan
 	defer r.cancelPhases()
 
 	start := r.cfg.now()
@@ -203,7 +258,7 @@ func (p *Pusher) push(ctx context.Context, images []opened) *Report {
 		}
 	}
 	stopProgress := r.reportProgress()
-	rep := &Report{Images: make([]ImageResult, len(images))}
+	rep := &Report{DryRun: plan, Images: make([]ImageResult, len(images))}
 	runs := make([][]*tagRun, len(images))
 	var wg sync.WaitGroup
 	for i, img := range images {
@@ -226,6 +281,7 @@ func (p *Pusher) push(ctx context.Context, images []opened) *Report {
 	if len(rep.Images) > 0 {
 		rep.Digest = rep.Images[0].Digest
 	}
+	rep.Uploads = r.uploadPlans
 	rep.Stats = r.stats()
 	return rep
 }
@@ -265,7 +321,11 @@ func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (Image
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.pushDestination(d)
+			if r.planning {
+				r.planDestination(d)
+			} else {
+				r.pushDestination(d)
+			}
 		}()
 	}
 	wg.Wait()
@@ -344,6 +404,10 @@ type run struct {
 	readRetries int
 	waited      time.Duration
 	chunked     map[string]bool // registries that refused a monolithic upload
+
+	// planning is a dry run: destinations are read, never written.
+	planning    bool
+	uploadPlans []Upload
 }
 
 // setUpRegistry gives a registry its write limit and read budget.

@@ -230,22 +230,39 @@ func TestPermanent500FailsEveryTagWithinBudget(t *testing.T) {
 // TestAttemptsReportedAreAttemptsMade proves go-containerregistry's own retries
 // are off: the registry sees one upload start per blob per attempt, not three,
 // and the tag reports the attempts of the step that failed it.
+// The attempts reported are the attempts made, whichever layer makes the
+// requests: tagpush's own uploads (POST, then PUT), or go-containerregistry's
+// Pusher for a registry that takes only chunked uploads (POST, PATCH, PUT),
+// whose own retries must stay off. Each attempt of each blob is one upload
+// start (or one PATCH) at the registry.
 func TestAttemptsReportedAreAttemptsMade(t *testing.T) {
-	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{FailWrites: http.StatusServiceUnavailable}})
-	rep, err := newPusher(t, fastRetry(4)).Push(context.Background(), smallImage(t), tagsOn(t, reg.Host, "acme/app", 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := rep.Results[0]
-	if r.Attempts != 4 {
-		t.Fatalf("attempts = %d, want 4", r.Attempts)
-	}
 	blobs := len(blobDigests(t, smallImage(t)))
-	if posts := reg.Faults.Stats().ByMethod[http.MethodPost]; posts != r.Attempts*blobs {
-		t.Errorf("registry saw %d upload starts for %d reported attempts of %d blobs", posts, r.Attempts, blobs)
+	tests := []struct {
+		name   string
+		faults faults.Config
+		method string // one request of this method per attempt of each blob
+	}{
+		{"own uploads", faults.Config{FailWrites: http.StatusServiceUnavailable}, http.MethodPost},
+		{"go-containerregistry's chunked uploads", faults.Config{RefuseMonolithic: true, EarlyAnswerFirst: 1 << 20}, http.MethodPatch},
 	}
-	if rep.Stats.BlobRetries != 3*blobs || rep.Stats.Retries != 0 || rep.Stats.BackoffWait <= 0 {
-		t.Errorf("stats: %d blob retries, %d tag retries, %s waiting; want %d, 0 and some", rep.Stats.BlobRetries, rep.Stats.Retries, rep.Stats.BackoffWait, 3*blobs)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := testregistry.ForTest(t, testregistry.Options{Faults: tt.faults})
+			rep, err := newPusher(t, fastRetry(4)).Push(context.Background(), smallImage(t), tagsOn(t, reg.Host, "acme/app", 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := rep.Results[0]
+			if r.Status != pusher.StatusFailed || r.Attempts != 4 {
+				t.Fatalf("%s after %d attempts, want failed after 4: %v", r.Status, r.Attempts, r.Err)
+			}
+			if n := reg.Faults.Stats().ByMethod[tt.method]; n != r.Attempts*blobs {
+				t.Errorf("registry saw %d %s requests for %d reported attempts of %d blobs", n, tt.method, r.Attempts, blobs)
+			}
+			if rep.Stats.BlobRetries != 3*blobs || rep.Stats.Retries != 0 || rep.Stats.BackoffWait <= 0 {
+				t.Errorf("stats: %d blob retries, %d tag retries, %s waiting; want %d, 0 and some", rep.Stats.BlobRetries, rep.Stats.Retries, rep.Stats.BackoffWait, 3*blobs)
+			}
+		})
 	}
 }
 

@@ -272,13 +272,6 @@ func (rs *repoState) putManifest(ctx context.Context, ref string, raw []byte, me
 	return stored, nil
 }
 
-// openUpload opens an upload session (POST .../blobs/uploads/) and returns
-// where its content goes. The caller holds a write slot.
-func (rs *repoState) openUpload(ctx context.Context) (*url.URL, error) {
-	loc, _, err := rs.mountOrOpen(ctx, v1.Hash{}, "")
-	return loc, err
-}
-
 // mountOrOpen asks the registry to mount blob d from the repository from
 // (POST .../blobs/uploads/?mount=d&from=from): mounted when it did (201),
 // else the upload session it opened instead (202), as a registry that cannot
@@ -310,19 +303,6 @@ func (rs *repoState) mountOrOpen(ctx context.Context, d v1.Hash, from string) (l
 	}
 	loc, err = rs.run.uploadLocation(ctx, resp)
 	return loc, false, err
-}
-
-// cancelUpload deletes an upload session; a registry that cannot is no error.
-func (rs *repoState) cancelUpload(ctx context.Context, loc *url.URL) {
-	client, err := rs.client(ctx)
-	if err != nil {
-		return
-	}
-	if req, err := http.NewRequestWithContext(ctx, http.MethodDelete, loc.String(), nil); err == nil {
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	}
 }
 
 // uploadBlob puts one blob in the repository: mounted from the repository

@@ -116,7 +116,7 @@ func (rs *repoState) newClient(ctx context.Context) (*http.Client, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, &signInError{err}
 	}
 	return &http.Client{Transport: tr, CheckRedirect: r.checkRedirect}, nil
 }

@@ -100,7 +100,7 @@ func (r *run) writes(ctx context.Context, reg *registry, what string, blob bool,
 	}, r.retryOptions(ctx, reg, func(n uint) time.Duration { return r.backoff(n, reg, relieved, false) }, func(d time.Duration) {
 		r.noteWait(d, blob)
 		if r.cfg.events.Retry != nil {
-			r.cfg.events.Retry(Retry{Tag: what, Attempt: attempts, Fault: last.fault, Err: lastErr, Wait: d})
+			r.cfg.events.Retry(Retry{Registry: reg.host, Tag: what, Attempt: attempts, Fault: last.fault, Err: lastErr, Wait: d})
 		}
 	})...)
 	return r.finish(ctx, attempts, last, lastErr, err)
@@ -134,7 +134,7 @@ func (r *run) reads(ctx context.Context, reg *registry, what string, f func(cont
 	}, r.retryOptions(ctx, reg, func(n uint) time.Duration { return r.backoff(n, reg, false, true) }, func(d time.Duration) {
 		r.noteReadRetry(d)
 		if r.cfg.events.Retry != nil {
-			r.cfg.events.Retry(Retry{Tag: what, Attempt: attempts, Fault: last.fault, Err: lastErr, Wait: d, Read: true})
+			r.cfg.events.Retry(Retry{Registry: reg.host, Tag: what, Attempt: attempts, Fault: last.fault, Err: lastErr, Wait: d, Read: true})
 		}
 	})...)
 	return r.finish(ctx, attempts, last, lastErr, err)
@@ -175,7 +175,8 @@ func (r *run) finish(ctx context.Context, attempts int, last verdict, lastErr, e
 		lastErr = err
 	}
 	if ctx.Err() != nil && last.fault != FaultTimeout && last.fault != faultCancelled {
-		last = verdict{fault: FaultTimeout}
+		// The time ran out while the step waited to retry.
+		last = verdict{fault: FaultTimeout, betweenAttempts: true, lostBefore: last.mayHaveLanded()}
 	}
 	return attempts, last, lastErr
 }

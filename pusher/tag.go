@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -101,16 +100,22 @@ type tagRun struct {
 	result    *Result // set when the tag has ended
 }
 
+// unfinished are d's tags that have not ended.
+func (d *destination) unfinished() []*tagRun {
+	var out []*tagRun
+	for _, t := range d.tags {
+		if t.result == nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // pushDestination runs the four steps for every tag of d.
 func (r *run) pushDestination(d *destination) {
 	defer d.cancel()
 	r.lookUp(d)
-	var todo []*tagRun
-	for _, t := range d.tags {
-		if t.result == nil {
-			todo = append(todo, t)
-		}
-	}
+	todo := d.unfinished()
 	if len(todo) == 0 {
 		return
 	}
@@ -148,9 +153,14 @@ func (r *run) pushDestination(d *destination) {
 // read of its own; a listed one is read for its digest. (A list that lags
 // behind a tag only costs a PUT of the same manifest; with overwrite off each
 // tag is read, because a tag wrongly thought missing would be overwritten.)
-// The blob phase starts as soon as one tag needs writing.
+// The blob phase starts as soon as one tag needs writing (in a plan, never).
 func (r *run) lookUp(d *destination) {
 	rs := d.rs
+	need := func() {
+		if !r.planning {
+			rs.start(d.c)
+		}
+	}
 	var listed map[string]bool
 	if r.cfg.overwrite && len(d.tags) > 1 {
 		_, _, err := r.reads(d.ctx, rs.reg, "list the tags of "+rs.repo.String(), func(ctx context.Context) error {
@@ -165,14 +175,14 @@ func (r *run) lookUp(d *destination) {
 	var wg sync.WaitGroup
 	for _, t := range d.tags {
 		if listed != nil && !listed[t.tag.TagStr()] {
-			rs.start(d.c)
+			need()
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if r.lookUpTag(t) {
-				rs.start(d.c)
+				need()
 			}
 		}()
 	}
@@ -184,11 +194,12 @@ func (r *run) lookUp(d *destination) {
 func (r *run) lookUpTag(t *tagRun) bool {
 	d := t.d
 	got, found, err := r.readTag(d.ctx, d.rs, t.tag, !r.cfg.overwrite)
+	var signIn *signInError
 	switch {
-	case err != nil && isStatus(err, http.StatusForbidden):
+	case err != nil && isStatus(err, http.StatusForbidden) && !errors.As(err, &signIn):
 		// JFrog answers a read of a tag that does not exist 403.
 		return true
-	case err != nil && r.cfg.overwrite:
+	case err != nil && r.cfg.overwrite && !r.planning:
 		// The PUT will tell: a look-up only saves writes.
 		return true
 	case err != nil:
@@ -200,7 +211,8 @@ func (r *run) lookUpTag(t *tagRun) bool {
 		r.finishTag(t, nil)
 		return false
 	case found && !r.cfg.overwrite:
-		r.finishTag(t, fmt.Errorf("%w at %s; overwrite is false, so it was left as it is", errExists, got))
+		t.before = got
+		r.finishTag(t, errExists)
 		return false
 	case found:
 		t.before = got
@@ -406,13 +418,13 @@ func (r *run) verify(ctx context.Context, t *tagRun, window time.Duration, settl
 // landed has the registry say whether a tag whose last PUT failed holds the
 // digest after all: the registry may have committed the PUT and lost the
 // answer (a 500, a reset or a timeout on the way back). A refusal (401, 403,
-// 400, a redirect loop) is no such doubt, and a verification that failed has
+// 400, a 429, a redirect loop) is no such doubt, and a verification that failed has
 // read already. It reads with a budget of its own, since the tag's deadline
 // may be what ended its attempts; a lost answer is rare and a read-after-
 // write lag short, so the window is shorter than a verification's: every
 // failed tag pays it.
 func (r *run) landed(t *tagRun, err error) error {
-	lost := t.last.transient || t.last.fault == FaultTimeout
+	lost := t.last.mayHaveLanded()
 	var miss *missError
 	var unread *unreadError
 	if err == nil || !t.sent || !lost || errors.As(err, &miss) || errors.As(err, &unread) || r.ctx.Err() != nil {
@@ -433,7 +445,9 @@ func (r *run) sourceFailed(t *tagRun, image string, err error) {
 		Err: &TagError{Summary: "its image could not be read from the source: " + Summary(err), Cause: err}}
 	if r.ctx.Err() != nil {
 		res.Status = StatusCancelled
-		res.Err = &TagError{Summary: "cancelled before its image was read", Cause: context.Cause(r.ctx)}
+		res.Err = &TagError{Summary: "the run was cancelled before its image was read", Cause: context.Cause(r.ctx)}
+	} else if r.planning {
+		res.Status = StatusWouldFail
 	}
 	t.result = &res
 	if r.cfg.events.TagDone != nil {
@@ -444,6 +458,10 @@ func (r *run) sourceFailed(t *tagRun, image string, err error) {
 // finishTag turns how a tag ended into its result, after the image's
 // referrers have followed a tag that holds it, and reports it.
 func (r *run) finishTag(t *tagRun, err error) {
+	if r.planning {
+		r.planned(t, err)
+		return
+	}
 	d := t.d
 	var refs int
 	if err == nil && len(d.c.referrers) > 0 {
@@ -453,6 +471,9 @@ func (r *run) finishTag(t *tagRun, err error) {
 		}
 	}
 	res := Result{Tag: t.tag, Image: d.image, Attempts: t.attempts, Duration: r.cfg.now().Sub(t.start), Referrers: refs}
+	if t.before != (v1.Hash{}) && t.before != d.c.digest {
+		res.Previous = t.before.String()
+	}
 	var (
 		miss   *missError
 		unread *unreadError
@@ -464,10 +485,10 @@ func (r *run) finishTag(t *tagRun, err error) {
 	case err == nil:
 		res.Status, res.Digest = StatusPushed, d.c.digest.String()
 	case errors.Is(err, errExists):
-		res.Status, res.Err = StatusFailed, &TagError{Summary: strings.TrimPrefix(err.Error(), "tag "), Cause: err}
+		res.Status, res.Err = StatusFailed, &TagError{Summary: fmt.Sprintf("exists at %s; overwrite is false, so it was left as it is", t.before), Cause: err}
 	case r.ctx.Err() != nil:
 		res.Status = StatusCancelled
-		res.Err = &TagError{Summary: fmt.Sprintf("cancelled after %d attempt(s)", t.attempts), Cause: context.Cause(r.ctx)}
+		res.Err = &TagError{Summary: fmt.Sprintf("the run was cancelled after %d attempt(s)", t.attempts), Cause: context.Cause(r.ctx)}
 	case errors.As(err, &te):
 		res.Status, res.Err = StatusFailed, err
 	case errors.As(err, &miss):

@@ -97,24 +97,34 @@ func TestEarlyAnswerDuringUploadIsRetriedWithoutCrashing(t *testing.T) {
 	assertPresent(t, reg, tags, rep.Digest)
 }
 
-// A tag whose timeout ends while it waits to retry must not keep its queue
-// slot: with concurrency 1 every later tag would wait forever. The issue
-// saw it in 1 run of 15.
+// A tag that waits to retry holds no write slot, and its timeout ending
+// during the wait leaves none held: with concurrency 1, the other tags write
+// during each one's waits, every tag makes several attempts before the
+// deadline, and the run ends at the deadline. A slot kept through the wait
+// would leave the other tags with no attempt at all (the issue saw a run
+// hang on it in 1 of 15).
 func TestTimeoutDuringRetryWaitFreesTheSlot(t *testing.T) {
-	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{FailAll: 503}})
+	// Every manifest PUT is answered 429 (without Retry-After): each tag
+	// writes, waits 20ms, writes again, until its 300ms run out.
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{TooManyFirst: 1 << 20}})
 	img := smallImage(t)
-	for i := range 30 {
-		var limits []pusher.LimitChange
+	for i := range 5 {
 		p := newPusher(t,
 			pusher.WithConcurrency(1),
-			pusher.WithTimeout(5*time.Millisecond),
-			pusher.WithRetry(5, time.Millisecond, 5*time.Millisecond),
-			pusher.WithEvents(pusher.Events{LimitChange: func(c pusher.LimitChange) { limits = append(limits, c) }}))
-		rep := pushWithin(t, 30*time.Second, p, img, tagsOn(t, reg.Host, fmt.Sprintf("acme/slot%d", i), 6))
+			pusher.WithTimeout(300*time.Millisecond),
+			pusher.WithRetry(50, 20*time.Millisecond, 20*time.Millisecond))
+		start := time.Now()
+		rep := pushWithin(t, 30*time.Second, p, img, tagsOn(t, reg.Host, fmt.Sprintf("acme/slot%d", i), 4))
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("run %d took %s for a 300ms timeout", i, took)
+		}
 		for _, r := range rep.Results {
-			if r.Status != pusher.StatusFailed {
-				t.Errorf("run %d: %s ended %s against a registry that answers only 503: %v", i, r.Tag, r.Status, r.Err)
+			if r.Status != pusher.StatusFailed || r.Attempts < 2 {
+				t.Errorf("run %d: %s %s after %d attempt(s): %v; want failed after several (the others' waits free the slot)", i, r.Tag, r.Status, r.Attempts, r.Err)
 			}
+		}
+		if peak := rep.Stats.PeakConcurrency[reg.Host]; peak != 1 {
+			t.Errorf("run %d: peak writes %d with concurrency 1", i, peak)
 		}
 	}
 }

@@ -5,7 +5,10 @@ import (
 	"sync"
 )
 
-// Job is one unit of queued work. It runs holding one slot of its Limiter.
+// Job is one unit of queued work. It starts holding one slot of its Limiter;
+// Do may give the slot back and take it again through its Slot (a job that
+// waits or reads between its writes does), and whatever it holds is
+// released when Do returns.
 type Job[T any] struct {
 	// Limiter bounds how many jobs that share it run at once. Jobs with
 	// different limiters do not wait for each other.

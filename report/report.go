@@ -1,6 +1,7 @@
-// Package report renders the results of a run for people and machines: the
-// JSON results output, the markdown job summary, the terminal table and the
-// per-tag log lines. It only formats; writing them is the front end's job.
+// Package report renders the results of a run (or a dry run's plan) for
+// people and machines, in one place, Render: the JSON results, the step's
+// outputs, the markdown job summary and the table; and the lines the log
+// shows as tags end. It only formats; writing them is the CI system's job.
 package report
 
 import (
@@ -9,19 +10,154 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"time"
 
+	"github.com/tagpush/tagpush/ci"
+	"github.com/tagpush/tagpush/config"
 	"github.com/tagpush/tagpush/internal/quote"
 	"github.com/tagpush/tagpush/pusher"
 )
+
+// Render renders rep every way a CI system shows it.
+func Render(rep *pusher.Report) (ci.Results, error) {
+	results, err := JSON(rep.Results)
+	if err != nil {
+		return ci.Results{}, err
+	}
+	digests, err := Digests(rep)
+	if err != nil {
+		return ci.Results{}, err
+	}
+	text := Table(rep)
+	for _, line := range notes(rep) {
+		text += line + "\n"
+	}
+	out := ci.Results{
+		OK:       AllOK(rep),
+		Headline: Headline(rep),
+		Text:     text,
+		Markdown: Markdown(rep),
+		JSON:     results,
+	}
+	dryRun := "false"
+	if rep.DryRun {
+		dryRun = "true"
+	}
+	values := map[string]string{
+		config.OutputDigest:  rep.Digest,
+		config.OutputDigests: digests,
+		config.OutputResults: results,
+		// pushed lists every tag that holds the digest now (in a plan:
+		// would hold it), unchanged ones included; unchanged lists those
+		// that needed no write.
+		config.OutputPushed:    refs(rep.Results, pusher.Status.OK),
+		config.OutputUnchanged: refs(rep.Results, func(s pusher.Status) bool { return s == pusher.StatusUnchanged }),
+		config.OutputFailed:    refs(rep.Results, func(s pusher.Status) bool { return !s.OK() && s != pusher.StatusUnchanged }),
+		config.OutputDryRun:    dryRun,
+	}
+	for _, o := range config.Outputs() {
+		v, ok := values[o.Name]
+		if !ok {
+			return ci.Results{}, fmt.Errorf("output %s has no value", o.Name)
+		}
+		out.Outputs = append(out.Outputs, ci.Output{Name: o.Name, Value: v})
+	}
+	return out, nil
+}
+
+// Document is the whole result as one JSON object, for a script reading a
+// terminal run's stdout (--output json): whether every tag holds the digest,
+// whether it was a dry run, the headline, the digests, and the results.
+func Document(rep *pusher.Report) (string, error) {
+	digests := make(map[string]string, len(rep.Images))
+	for _, img := range rep.Images {
+		if img.Digest != "" {
+			digests[img.Name] = img.Digest
+		}
+	}
+	b, err := json.MarshalIndent(struct {
+		OK       bool              `json:"ok"`
+		DryRun   bool              `json:"dry_run"`
+		Headline string            `json:"headline"`
+		Digest   string            `json:"digest"`
+		Digests  map[string]string `json:"digests"`
+		Results  []Entry           `json:"results"`
+	}{AllOK(rep), rep.DryRun, Headline(rep), rep.Digest, digests, Entries(rep.Results)}, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("encode the result: %w", err)
+	}
+	return string(b) + "\n", nil
+}
+
+// AllOK reports whether every tag holds the digest (pushed or unchanged),
+// or in a plan would hold it.
+func AllOK(rep *pusher.Report) bool {
+	for _, r := range rep.Results {
+		if !r.Status.OK() {
+			return false
+		}
+	}
+	return true
+}
+
+// notes are the lines under the table: what a plan would upload, the
+// referrers that went, and the run's statistics, each when there is
+// something to say.
+func notes(rep *pusher.Report) []string {
+	var out []string
+	out = append(out, UploadLines(rep)...)
+	if line := ReferrersLine(rep.Results); line != "" {
+		out = append(out, line)
+	}
+	if line := StatsLine(rep.Stats); line != "" {
+		out = append(out, line)
+	}
+	return out
+}
+
+// UploadLines say, in a plan, what each repository lacks of each image.
+func UploadLines(rep *pusher.Report) []string {
+	var out []string
+	for _, u := range rep.Uploads {
+		what := ""
+		if len(rep.Images) > 1 {
+			what = " of " + u.Image
+		}
+		switch {
+		case u.Err != nil:
+			out = append(out, fmt.Sprintf("%s: could not check which blobs%s it lacks: %s", u.Repository, what, pusher.Summary(u.Err)))
+		case u.Missing == 0:
+			out = append(out, fmt.Sprintf("%s: has all %d blobs%s; only manifests would be written", u.Repository, u.Blobs, what))
+		default:
+			out = append(out, fmt.Sprintf("%s: lacks %d of %d blobs%s (%s), to upload or mount", u.Repository, u.Missing, u.Blobs, what, Bytes(u.MissingBytes)))
+		}
+	}
+	return out
+}
+
+// Bytes writes a size for people: 12.4 MiB.
+func Bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
 
 // Entry is one tag in the JSON results.
 type Entry struct {
 	Tag string `json:"tag"`
 	// Source is the image's source, as given.
-	Source     string `json:"source"`
-	Status     string `json:"status"`
-	Digest     string `json:"digest"`
+	Source string `json:"source"`
+	Status string `json:"status"`
+	Digest string `json:"digest"`
+	// Previous is the digest the tag held before, when it held another
+	// (overwritten, or left as it was).
+	Previous   string `json:"previous_digest,omitempty"`
 	Attempts   int    `json:"attempts"`
 	DurationMS int64  `json:"duration_ms"`
 	Error      string `json:"error"`
@@ -39,6 +175,7 @@ func Entries(results []pusher.Result) []Entry {
 			Source:     r.Image,
 			Status:     string(r.Status),
 			Digest:     r.Digest,
+			Previous:   r.Previous,
 			Attempts:   r.Attempts,
 			DurationMS: r.Duration.Milliseconds(),
 			Referrers:  r.Referrers,
@@ -75,15 +212,16 @@ func Digests(rep *pusher.Report) (string, error) {
 	return string(b), nil
 }
 
-// Refs returns the references whose status is s, one per line.
-func Refs(results []pusher.Result, s pusher.Status) string {
-	var refs []string
+// refs returns, one per line in input order, the references whose status
+// is one that keep says.
+func refs(results []pusher.Result, keep func(pusher.Status) bool) string {
+	var out []string
 	for _, r := range results {
-		if r.Status == s {
-			refs = append(refs, r.Tag.String())
+		if keep(r.Status) {
+			out = append(out, r.Tag.String())
 		}
 	}
-	return strings.Join(refs, "\n")
+	return strings.Join(out, "\n")
 }
 
 // Count returns how many results have status s.
@@ -106,33 +244,51 @@ func ShortDigest(d string) string {
 	return hex[:12]
 }
 
-// Duration rounds a duration for people.
-func Duration(d time.Duration) string {
-	switch {
-	case d < time.Second:
-		return d.Round(time.Millisecond).String()
-	case d < time.Minute:
-		return d.Round(10 * time.Millisecond).String()
-	default:
-		return d.Round(time.Second).String()
+// Headline says how the run went (or, in a plan, would go) in one line.
+func Headline(rep *pusher.Report) string {
+	n := func(s pusher.Status) int { return Count(rep.Results, s) }
+	var s string
+	if rep.DryRun {
+		var parts []string
+		for _, st := range []pusher.Status{pusher.StatusWouldPush, pusher.StatusWouldOverwrite, pusher.StatusUnchanged, pusher.StatusWouldFail, pusher.StatusCancelled} {
+			if n(st) > 0 {
+				parts = append(parts, fmt.Sprintf("%d %s", n(st), st))
+			}
+		}
+		s = fmt.Sprintf("dry run of %d tags, nothing written: %s", len(rep.Results), strings.Join(parts, ", "))
+	} else {
+		pushed, unchanged := n(pusher.StatusPushed), n(pusher.StatusUnchanged)
+		s = fmt.Sprintf("%d of %d tags pushed", pushed, len(rep.Results))
+		if unchanged > 0 {
+			s = fmt.Sprintf("%d of %d tags at the digest (%d pushed, %d unchanged)", pushed+unchanged, len(rep.Results), pushed, unchanged)
+		}
+		if f := n(pusher.StatusFailed); f > 0 {
+			s += fmt.Sprintf(", %d failed", f)
+		}
+		if c := n(pusher.StatusCancelled); c > 0 {
+			s += fmt.Sprintf(", %d cancelled", c)
+		}
 	}
+	if len(rep.Images) > 1 {
+		s += fmt.Sprintf(" (%d images)", len(rep.Images))
+	}
+	return s
 }
 
-// Headline says how the run went in one line.
-func Headline(rep *pusher.Report) string {
-	pushed := Count(rep.Results, pusher.StatusPushed)
-	s := fmt.Sprintf("%d of %d tags pushed", pushed, len(rep.Results))
-	if n := Count(rep.Results, pusher.StatusUnchanged); n > 0 {
-		s = fmt.Sprintf("%d of %d tags at the digest (%d pushed, %d unchanged)", pushed+n, len(rep.Results), pushed, n)
+// atDigest says how many of rs hold the digest (or would): "2 of 3 at the
+// digest (1 pushed, 1 unchanged)", naming only the statuses there are.
+func atDigest(rs []pusher.Result) string {
+	ok := 0
+	var parts []string
+	for _, st := range []pusher.Status{pusher.StatusPushed, pusher.StatusWouldPush, pusher.StatusWouldOverwrite, pusher.StatusUnchanged} {
+		if c := Count(rs, st); c > 0 {
+			ok += c
+			parts = append(parts, fmt.Sprintf("%d %s", c, st))
+		}
 	}
-	if n := Count(rep.Results, pusher.StatusFailed); n > 0 {
-		s += fmt.Sprintf(", %d failed", n)
-	}
-	if n := Count(rep.Results, pusher.StatusCancelled); n > 0 {
-		s += fmt.Sprintf(", %d cancelled", n)
-	}
-	if n := len(rep.Images); n > 1 {
-		s += fmt.Sprintf(" (%d images)", n)
+	s := fmt.Sprintf("%d of %d tags at the digest", ok, len(rs))
+	if len(parts) > 0 {
+		s += " (" + strings.Join(parts, ", ") + ")"
 	}
 	return s
 }
@@ -154,8 +310,7 @@ func byImage(rep *pusher.Report) [][]pusher.Result {
 // imageLine is the heading of one image's rows: how many of its tags hold it,
 // and its digest (or why it could not be read).
 func imageLine(img pusher.ImageResult, rs []pusher.Result) string {
-	ok := Count(rs, pusher.StatusPushed) + Count(rs, pusher.StatusUnchanged)
-	s := fmt.Sprintf("%s: %d of %d tags at the digest", img.Name, ok, len(rs))
+	s := img.Name + ": " + atDigest(rs)
 	switch {
 	case img.Err != nil:
 		s += ", not read: " + pusher.Summary(img.Err)
@@ -165,8 +320,9 @@ func imageLine(img pusher.ImageResult, rs []pusher.Result) string {
 	return s
 }
 
-// StatsLine describes the faults, retries and concurrency of a run, or is empty
-// when there is nothing to say.
+// StatsLine describes the faults, retries, waits and concurrency of a run:
+// only what happened, so empty for a run that met no fault and wrote
+// nothing.
 func StatsLine(s pusher.Stats) string {
 	var parts []string
 	faults := func(label string, m map[pusher.Fault]int) {
@@ -181,22 +337,37 @@ func StatsLine(s pusher.Stats) string {
 	}
 	faults("faults seen: ", s.Faults)
 	faults("failed reads: ", s.ReadFaults)
-	retries := fmt.Sprintf("retries: %d of tags, %d of blob uploads", s.Retries, s.BlobRetries)
-	if s.ReadRetries > 0 {
-		retries += fmt.Sprintf(", %d of reads", s.ReadRetries)
+	var retries []string
+	for _, c := range []struct {
+		n    int
+		what string
+	}{{s.Retries, "of tags"}, {s.BlobRetries, "of blob uploads"}, {s.ReadRetries, "of reads"}} {
+		if c.n > 0 {
+			retries = append(retries, fmt.Sprintf("%d %s", c.n, c.what))
+		}
 	}
-	parts = append(parts, retries, "time waiting in backoff: "+Duration(s.BackoffWait))
+	if len(retries) > 0 {
+		parts = append(parts, "retries: "+strings.Join(retries, ", "))
+	}
+	if s.BackoffWait > 0 {
+		parts = append(parts, "time waiting in backoff: "+quote.Duration(s.BackoffWait))
+	}
 	for _, reg := range slices.Sorted(maps.Keys(s.PeakConcurrency)) {
-		parts = append(parts, fmt.Sprintf("%s: peak writes in flight %d, limit at end %d", reg, s.PeakConcurrency[reg], s.FinalLimit[reg]))
+		if peak := s.PeakConcurrency[reg]; peak > 0 {
+			parts = append(parts, fmt.Sprintf("%s: peak writes in flight %d, limit at end %d", reg, peak, s.FinalLimit[reg]))
+		}
 	}
 	return strings.Join(parts, " · ")
 }
 
 var statusIcon = map[pusher.Status]string{
-	pusher.StatusPushed:    "✅",
-	pusher.StatusUnchanged: "☑️",
-	pusher.StatusFailed:    "❌",
-	pusher.StatusCancelled: "⏹️",
+	pusher.StatusPushed:         "✅",
+	pusher.StatusUnchanged:      "☑️",
+	pusher.StatusFailed:         "❌",
+	pusher.StatusCancelled:      "⏹️",
+	pusher.StatusWouldPush:      "🔜",
+	pusher.StatusWouldOverwrite: "🔁",
+	pusher.StatusWouldFail:      "❌",
 }
 
 // mdCell makes s safe inside a markdown table cell.
@@ -210,6 +381,9 @@ func mdCell(s string) string {
 func Markdown(rep *pusher.Report) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### tagpush: %s\n\n", Headline(rep))
+	if rep.DryRun {
+		b.WriteString("A dry run: the tags and blobs were read, nothing was written. Each row says what a push would do.\n\n")
+	}
 	if len(rep.Images) > 1 {
 		for i, rs := range byImage(rep) {
 			img := rep.Images[i]
@@ -236,8 +410,7 @@ func Markdown(rep *pusher.Report) string {
 	}
 	for _, reg := range order {
 		if len(order) > 1 {
-			rs := groups[reg]
-			fmt.Fprintf(&b, "#### %s: %d of %d pushed\n\n", reg, Count(rs, pusher.StatusPushed)+Count(rs, pusher.StatusUnchanged), len(rs))
+			fmt.Fprintf(&b, "#### %s: %s\n\n", reg, atDigest(groups[reg]))
 		}
 		markdownRows(&b, groups[reg])
 	}
@@ -259,16 +432,15 @@ func markdownRows(b *strings.Builder, rs []pusher.Result) {
 			digest = "`" + ShortDigest(r.Digest) + "`"
 		}
 		fmt.Fprintf(b, "| %s %s | `%s` | %s | %d | %s | %s |\n",
-			statusIcon[r.Status], r.Status, mdCell(r.Tag.String()), digest, r.Attempts, Duration(r.Duration), errText)
+			statusIcon[r.Status], r.Status, mdCell(r.Tag.String()), digest, r.Attempts, quote.Duration(r.Duration), errText)
 	}
 	b.WriteString("\n")
 }
 
 func markdownFooter(b *strings.Builder, rep *pusher.Report) {
-	if line := ReferrersLine(rep.Results); line != "" {
-		fmt.Fprintf(b, "%s\n\n", line)
+	for _, line := range notes(rep) {
+		fmt.Fprintf(b, "%s\n\n", mdCell(line))
 	}
-	fmt.Fprintf(b, "%s\n", StatsLine(rep.Stats))
 }
 
 // ReferrersLine says how many signatures, attestations and SBOMs each
@@ -293,42 +465,80 @@ func ReferrersLine(results []pusher.Result) string {
 // Table is the per-tag table for a terminal: with several images, each
 // image's rows under a line that names it.
 func Table(rep *pusher.Report) string {
-	width := len("TAG")
+	width, swidth := len("TAG"), len("cancelled")
 	for _, r := range rep.Results {
 		width = max(width, len(r.Tag.String()))
+		swidth = max(swidth, len(r.Status))
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-9s  %-*s  %-12s  %8s  %9s  %s\n", "STATUS", width, "TAG", "DIGEST", "ATTEMPTS", "TIME", "ERROR")
+	fmt.Fprintf(&b, "%-*s  %-*s  %-12s  %8s  %9s  %s\n", swidth, "STATUS", width, "TAG", "DIGEST", "ATTEMPTS", "TIME", "ERROR")
 	if len(rep.Images) > 1 {
 		for i, rs := range byImage(rep) {
 			fmt.Fprintf(&b, "%s\n", quote.OneLine(imageLine(rep.Images[i], rs)))
-			tableRows(&b, rs, width)
+			tableRows(&b, rs, swidth, width)
 		}
 		return b.String()
 	}
-	tableRows(&b, rep.Results, width)
+	tableRows(&b, rep.Results, swidth, width)
 	return b.String()
 }
 
-func tableRows(b *strings.Builder, rs []pusher.Result, width int) {
+func tableRows(b *strings.Builder, rs []pusher.Result, swidth, width int) {
 	for _, r := range rs {
 		errText := ""
 		if r.Err != nil {
 			errText = pusher.Summary(r.Err)
 		}
-		fmt.Fprintf(b, "%-9s  %-*s  %-12s  %8d  %9s  %s\n",
-			r.Status, width, r.Tag.String(), ShortDigest(r.Digest), r.Attempts, Duration(r.Duration), errText)
+		fmt.Fprintf(b, "%-*s  %-*s  %-12s  %8d  %9s  %s\n",
+			swidth, r.Status, width, r.Tag.String(), ShortDigest(r.Digest), r.Attempts, quote.Duration(r.Duration), errText)
 	}
 }
 
-// LogLine is the line logged when a tag ends.
+// LogLine is the line logged when a tag ends: what became of it, once. The
+// error's whole chain is for the debug log (Detail).
 func LogLine(r pusher.Result) string {
+	took := quote.Duration(r.Duration)
 	switch r.Status {
 	case pusher.StatusPushed:
-		return fmt.Sprintf("pushed %s (%s) in %s, %s", r.Tag, ShortDigest(r.Digest), Duration(r.Duration), attempts(r.Attempts))
-	default:
-		return fmt.Sprintf("%s %s after %s, %s: %s", r.Status, r.Tag, Duration(r.Duration), attempts(r.Attempts), quote.OneLine(fmt.Sprint(r.Err)))
+		s := fmt.Sprintf("pushed %s (%s) in %s", r.Tag, ShortDigest(r.Digest), took)
+		if r.Previous != "" {
+			s += ", replacing " + ShortDigest(r.Previous)
+		}
+		if r.Attempts > 1 {
+			s += fmt.Sprintf(", %d attempts", r.Attempts)
+		}
+		return s
+	case pusher.StatusUnchanged:
+		return fmt.Sprintf("unchanged %s: already at %s, nothing written", r.Tag, ShortDigest(r.Digest))
+	case pusher.StatusWouldPush:
+		return fmt.Sprintf("would push %s (%s): the tag does not exist yet", r.Tag, ShortDigest(r.Digest))
+	case pusher.StatusWouldOverwrite:
+		return fmt.Sprintf("would overwrite %s: it holds %s, would get %s", r.Tag, ShortDigest(r.Previous), ShortDigest(r.Digest))
+	case pusher.StatusWouldFail:
+		return fmt.Sprintf("would fail %s: %s", r.Tag, pusher.Summary(r.Err))
+	case pusher.StatusCancelled:
+		if r.Attempts == 0 {
+			return fmt.Sprintf("cancelled %s after %s, before any write", r.Tag, took)
+		}
+		return fmt.Sprintf("cancelled %s after %s, %s made", r.Tag, took, attempts(r.Attempts))
 	}
+	if r.Attempts == 0 {
+		return fmt.Sprintf("%s %s after %s: %s", r.Status, r.Tag, took, pusher.Summary(r.Err))
+	}
+	return fmt.Sprintf("%s %s after %s, %s: %s", r.Status, r.Tag, took, attempts(r.Attempts), pusher.Summary(r.Err))
+}
+
+// Detail is the whole error of a tag that did not end well, for the debug
+// log, or empty when the summary already says it all.
+func Detail(r pusher.Result) string {
+	if r.Err == nil {
+		return ""
+	}
+	full := quote.OneLine(r.Err.Error())
+	if full == pusher.Summary(r.Err) {
+		return ""
+	}
+	return r.Tag.String() + ": " + full
 }
 
 func attempts(n int) string {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/tagpush/tagpush/config"
 	"github.com/tagpush/tagpush/pusher"
 )
 
@@ -85,13 +86,123 @@ func TestMarkdownTableIsWellFormed(t *testing.T) {
 	}
 }
 
-func TestRefs(t *testing.T) {
+// The outputs are the options table's, each with its value.
+func TestRenderOutputs(t *testing.T) {
 	rep := sample(t, 4)
-	if got := Refs(rep.Results, pusher.StatusFailed); got != "ghcr.io/acme/app:v2" {
-		t.Errorf("failed = %q", got)
+	res, err := Render(rep)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := Refs(rep.Results, pusher.StatusPushed); got != "ghcr.io/acme/app:v0\nghcr.io/acme/app:v1\nghcr.io/acme/app:v3" {
-		t.Errorf("pushed = %q", got)
+	got := make(map[string]string)
+	for _, o := range res.Outputs {
+		got[o.Name] = o.Value
+	}
+	if len(res.Outputs) != len(config.Outputs()) {
+		t.Errorf("%d outputs, the table has %d", len(res.Outputs), len(config.Outputs()))
+	}
+	want := map[string]string{
+		"failed":    "ghcr.io/acme/app:v2",
+		"pushed":    "ghcr.io/acme/app:v0\nghcr.io/acme/app:v1\nghcr.io/acme/app:v3",
+		"unchanged": "",
+		"dry-run":   "false",
+		"digest":    digest,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("output %s = %q, want %q", k, got[k], v)
+		}
+	}
+	if res.OK || !strings.HasPrefix(res.Headline, "3 of 4 tags pushed, 1 failed") {
+		t.Errorf("OK %v, headline %q", res.OK, res.Headline)
+	}
+}
+
+// A plan says what a push would do, in the same shapes, marked as a dry run.
+func TestRenderPlan(t *testing.T) {
+	tag := func(s string) name.Tag { t.Helper(); tg, _ := name.NewTag(s); return tg }
+	rep := &pusher.Report{DryRun: true, Digest: digest, Results: []pusher.Result{
+		{Tag: tag("ghcr.io/acme/app:1"), Status: pusher.StatusWouldPush, Digest: digest},
+		{Tag: tag("ghcr.io/acme/app:2"), Status: pusher.StatusWouldOverwrite, Digest: digest, Previous: "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
+		{Tag: tag("ghcr.io/acme/app:3"), Status: pusher.StatusUnchanged, Digest: digest},
+		{Tag: tag("ghcr.io/acme/app:4"), Status: pusher.StatusWouldFail, Err: &pusher.TagError{Summary: "exists at sha256:bbbb, and overwrite is false: a push would leave it and fail", Cause: errors.New("overwrite is false")}},
+	}, Uploads: []pusher.Upload{{Repository: tag("ghcr.io/acme/app:1").Repository, Blobs: 3, Missing: 2, MissingBytes: 3 << 20}}}
+	res, err := Render(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "dry run of 4 tags, nothing written: 1 would push, 1 would overwrite, 1 unchanged, 1 would fail"; res.Headline != want {
+		t.Errorf("headline %q, want %q", res.Headline, want)
+	}
+	if res.OK {
+		t.Error("a plan with a tag that would fail is OK")
+	}
+	outs := make(map[string]string)
+	for _, o := range res.Outputs {
+		outs[o.Name] = o.Value
+	}
+	if outs["dry-run"] != "true" || outs["failed"] != "ghcr.io/acme/app:4" || outs["pushed"] != "ghcr.io/acme/app:1\nghcr.io/acme/app:2\nghcr.io/acme/app:3" {
+		t.Errorf("outputs %v", outs)
+	}
+	for _, want := range []string{"would overwrite", "ghcr.io/acme/app: lacks 2 of 3 blobs (3.0 MiB)", "A dry run"} {
+		if !strings.Contains(res.Markdown, want) {
+			t.Errorf("summary lacks %q:\n%s", want, res.Markdown)
+		}
+	}
+	if !strings.Contains(res.Text, "lacks 2 of 3 blobs") || strings.Contains(res.Text, "peak writes") {
+		t.Errorf("text:\n%s", res.Text)
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(res.JSON), &rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows[1]["status"] != "would overwrite" || rows[1]["previous_digest"] == nil || rows[0]["previous_digest"] != nil {
+		t.Errorf("results %v", rows)
+	}
+}
+
+// Each tag's line says what became of it once: no "<nil>", no attempts for
+// a tag that needed none, no cause repeated.
+func TestLogLine(t *testing.T) {
+	tag, _ := name.NewTag("ghcr.io/acme/app:1.4")
+	exists := &pusher.TagError{Summary: "exists at sha256:aaaa; overwrite is false, so it was left as it is", Cause: errors.New("overwrite is false")}
+	tests := []struct {
+		r    pusher.Result
+		want string
+	}{
+		{pusher.Result{Tag: tag, Status: pusher.StatusPushed, Digest: digest, Attempts: 1, Duration: 1234567 * time.Microsecond},
+			"pushed ghcr.io/acme/app:1.4 (2128de341499) in 1.23s"},
+		{pusher.Result{Tag: tag, Status: pusher.StatusPushed, Digest: digest, Attempts: 3, Duration: time.Second, Previous: "sha256:bbbbbbbbbbbbbbbb"},
+			"pushed ghcr.io/acme/app:1.4 (2128de341499) in 1s, replacing bbbbbbbbbbbb, 3 attempts"},
+		{pusher.Result{Tag: tag, Status: pusher.StatusUnchanged, Digest: digest, Attempts: 0},
+			"unchanged ghcr.io/acme/app:1.4: already at 2128de341499, nothing written"},
+		{pusher.Result{Tag: tag, Status: pusher.StatusFailed, Attempts: 0, Err: exists},
+			"failed ghcr.io/acme/app:1.4 after 0s: exists at sha256:aaaa; overwrite is false, so it was left as it is"},
+		{pusher.Result{Tag: tag, Status: pusher.StatusCancelled, Attempts: 1, Duration: 2 * time.Second, Err: &pusher.TagError{Summary: "the run was cancelled after 1 attempt(s)", Cause: errors.New("context canceled")}},
+			"cancelled ghcr.io/acme/app:1.4 after 2s, 1 attempt made"},
+		{pusher.Result{Tag: tag, Status: pusher.StatusWouldFail, Err: exists},
+			"would fail ghcr.io/acme/app:1.4: exists at sha256:aaaa; overwrite is false, so it was left as it is"},
+	}
+	for _, tt := range tests {
+		got := LogLine(tt.r)
+		if got != tt.want {
+			t.Errorf("LogLine(%s) =\n  %q\nwant\n  %q", tt.r.Status, got, tt.want)
+		}
+		for _, bad := range []string{"<nil>", "overwrite is false: overwrite is false"} {
+			if strings.Contains(got, bad) {
+				t.Errorf("LogLine(%s) = %q has %q", tt.r.Status, got, bad)
+			}
+		}
+	}
+	if got := exists.Error(); got != exists.Summary {
+		t.Errorf("TagError.Error() = %q repeats what the summary says", got)
+	}
+}
+
+// A run that met no fault and wrote nothing has no statistics to show.
+func TestStatsLineOnlyWhatHappened(t *testing.T) {
+	quiet := pusher.Stats{PeakConcurrency: map[string]int{"ghcr.io": 0}, FinalLimit: map[string]int{"ghcr.io": 4}}
+	if got := StatsLine(quiet); got != "" {
+		t.Errorf("StatsLine of a quiet run = %q", got)
 	}
 }
 
@@ -112,12 +223,19 @@ func TestMarkdownGroupsByRegistry(t *testing.T) {
 	other, _ := name.NewTag("quay.io/acme/app:v0")
 	rep.Results = append(rep.Results, pusher.Result{Tag: other, Status: pusher.StatusPushed, Digest: digest, Attempts: 1})
 	md := Markdown(rep)
-	gh, quay := strings.Index(md, "#### ghcr.io: 2 of 2 pushed"), strings.Index(md, "#### quay.io: 1 of 1 pushed")
+	gh, quay := strings.Index(md, "#### ghcr.io: 2 of 2 tags at the digest (2 pushed)"), strings.Index(md, "#### quay.io: 1 of 1 tags at the digest (1 pushed)")
 	if gh < 0 || quay < gh || strings.Index(md, "`quay.io/acme/app:v0`") < quay {
 		t.Errorf("rows not grouped by registry:\n%s", md)
 	}
 	if strings.Contains(Markdown(sample(t, 2)), "####") {
 		t.Error("a single registry got a group heading")
+	}
+	// A re-run wrote nothing: its heading does not say "pushed".
+	for i := range rep.Results {
+		rep.Results[i].Status = pusher.StatusUnchanged
+	}
+	if md := Markdown(rep); !strings.Contains(md, "#### ghcr.io: 2 of 2 tags at the digest (2 unchanged)") {
+		t.Errorf("unchanged tags under a heading that does not say so:\n%s", md)
 	}
 }
 
@@ -129,7 +247,7 @@ func TestStatsLineCountsReadsApart(t *testing.T) {
 		Retries:     2,
 		ReadRetries: 3,
 	})
-	for _, want := range []string{"faults seen: 5xx: 2", "failed reads: 5xx: 3", "retries: 2 of tags, 0 of blob uploads, 3 of reads"} {
+	for _, want := range []string{"faults seen: 5xx: 2", "failed reads: 5xx: 3", "retries: 2 of tags, 3 of reads"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("stats line %q lacks %q", line, want)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -31,7 +32,7 @@ func openRemote(ctx context.Context, spec string, o Options) (*Image, error) {
 	}
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("source registry:%s: %w", ref, err)
+		return nil, fmt.Errorf("source registry:%s: %w", ref, explainRemote(err, ref))
 	}
 	what := fmt.Sprintf("%s (%s)", ref, desc.Digest)
 	discover := func(ctx context.Context, subjects []v1.Hash) ([]Referrer, error) {
@@ -49,6 +50,59 @@ func openRemote(ctx context.Context, spec string, o Options) (*Image, error) {
 		return nil, fmt.Errorf("source registry:%s: %w", ref, err)
 	}
 	return &Image{Taggable: img, Description: what, discover: discover}, nil
+}
+
+// explainRemote says what to do about a source registry's refusal, before
+// its raw answer (go-containerregistry prints the error body's details as a
+// Go map).
+func explainRemote(err error, ref name.Reference) error {
+	var terr *transport.Error
+	if !errors.As(err, &terr) {
+		return err
+	}
+	host := ref.Context().RegistryStr()
+	var what string
+	switch terr.StatusCode {
+	case http.StatusUnauthorized:
+		what = fmt.Sprintf("%s asks for credentials to read it (401): give them in registry-auth (%s=USER:TOKEN), or docker login %s", host, host, host)
+	case http.StatusForbidden:
+		what = fmt.Sprintf("%s refused to let these credentials read it (403): check they can pull %s", host, ref.Context())
+	case http.StatusNotFound:
+		what = fmt.Sprintf("%s has no such image (404): check the name and the tag", host)
+	default:
+		return err
+	}
+	var codes []string
+	for _, d := range terr.Errors {
+		codes = append(codes, string(d.Code))
+	}
+	if len(codes) > 0 {
+		what += " [" + strings.Join(codes, ", ") + "]"
+	}
+	return &explained{what: what, err: err}
+}
+
+// explained is an error whose text says what to do, and wraps the original.
+type explained struct {
+	what string
+	err  error
+}
+
+func (e *explained) Error() string { return e.what }
+func (e *explained) Unwrap() error { return e.err }
+
+// Registry returns the registry a registry: source reads from, or "" for a
+// source of another form (or one that does not parse).
+func Registry(spec string) string {
+	f, err := parse(strings.TrimSpace(spec))
+	if err != nil || f.kind != kindRegistry {
+		return ""
+	}
+	ref, err := name.ParseReference(f.rest)
+	if err != nil {
+		return ""
+	}
+	return ref.Context().RegistryStr()
 }
 
 // remoteReferrers finds the referrers of subjects in repo: through the

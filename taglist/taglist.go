@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
@@ -120,6 +122,12 @@ func withoutEcho(msg, item string) string {
 }
 
 func parseItem(item string, repo *name.Repository) (name.Tag, error) {
+	if err := ASCII(item); err != nil {
+		return name.Tag{}, err
+	}
+	if tag := tagPart(item); strings.Contains(tag, "+") {
+		return name.Tag{}, fmt.Errorf("tag %s has \"+\" (semver build metadata), which registries do not take in a tag: write %s", quote.Value(tag), strings.ReplaceAll(tag, "+", "-"))
+	}
 	if strings.Contains(item, "@") {
 		return name.Tag{}, digestError(item, repo)
 	}
@@ -158,6 +166,36 @@ func digestError(item string, repo *name.Repository) error {
 		return fmt.Errorf("a destination cannot pin a digest: drop the @... part and write %s (the digest pushed is the source's)", t)
 	}
 	return fmt.Errorf("a digest reference cannot be a destination: tags name where to push, give a tag like %s:TAG", ref)
+}
+
+// ASCII refuses a reference with a character that is not ASCII: registry
+// hosts, repositories and tags are ASCII, and a look-alike pasted from a
+// document (a fullwidth "ｇ", a Cyrillic "һ") would pass as a name and fail
+// later, on DNS or at the registry.
+func ASCII(s string) error {
+	for i, r := range s {
+		if r > unicode.MaxASCII {
+			return fmt.Errorf("has %s at character %d, which is not ASCII (a look-alike pasted from a document?): write it in ASCII, an international host name in punycode", quote.Value(string(r)), utf8.RuneCountInString(s[:i])+1)
+		}
+	}
+	return nil
+}
+
+// tagPart is what a reference has as its tag: all of a bare tag, or what
+// follows the last ":" after the last "/".
+func tagPart(ref string) string {
+	ref, _, _ = strings.Cut(ref, "@")
+	last := ref[strings.LastIndex(ref, "/")+1:]
+	if !strings.Contains(ref, "/") {
+		if _, tag, ok := strings.Cut(last, ":"); ok {
+			return tag
+		}
+		return last
+	}
+	if _, tag, ok := strings.Cut(last, ":"); ok {
+		return tag
+	}
+	return ""
 }
 
 // hasTag reports whether ref names a tag: a ':' after its last '/' (a

@@ -55,6 +55,10 @@ func TestParseRejects(t *testing.T) {
 		item, why         string
 	}{
 		{"digest reference", "ghcr.io/acme/app:1\nghcr.io/acme/app@sha256:" + strings.Repeat("a", 64), "", 2, "ghcr.io/acme/app@sha256:", "give a tag like ghcr.io/acme/app:TAG"},
+		{"build metadata, bare", "v1.2.3+build", "ghcr.io/acme/app", 1, "v1.2.3+build", `tag "v1.2.3+build" has "+" (semver build metadata), which registries do not take in a tag: write v1.2.3-build`},
+		{"build metadata, full", "ghcr.io/acme/app:v1.2.3+build.7", "", 1, "ghcr.io/acme/app:v1.2.3+build.7", "write v1.2.3-build.7"},
+		{"fullwidth host", "ｇｈｃｒ.io/acme/app:1", "", 1, "ｇｈｃｒ.io/acme/app:1", `has "ｇ" at character 1, which is not ASCII`},
+		{"cyrillic look-alike", "gһcr.io/acme/app:1", "", 1, "gһcr.io/acme/app:1", `has "һ" at character 2, which is not ASCII`},
 		{"tag and digest", "ghcr.io/acme/app:1.4@sha256:" + strings.Repeat("a", 64), "", 1, "ghcr.io/acme/app:1.4@", "drop the @... part and write ghcr.io/acme/app:1.4 "},
 		{"port, tag and digest", "localhost:5000/app:1.4@sha256:" + strings.Repeat("a", 64), "", 1, "localhost:5000/app:1.4@", "write localhost:5000/app:1.4 "},
 		{"port and digest", "localhost:5000/app@sha256:" + strings.Repeat("a", 64), "", 1, "localhost:5000/app@", "give a tag like localhost:5000/app:TAG"},

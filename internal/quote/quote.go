@@ -15,8 +15,18 @@ import (
 	"unicode/utf8"
 )
 
-// Duration writes d as a person would: 10m, not 10m0s.
+// Duration writes d as a person would: rounded to what matters at its size
+// (1.234s, not 1.234567891s) and without empty units (10m, not 10m0s).
 func Duration(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+	case d < time.Second:
+		d = d.Round(time.Millisecond)
+	case d < time.Minute:
+		d = d.Round(10 * time.Millisecond)
+	default:
+		d = d.Round(time.Second)
+	}
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")
@@ -44,19 +54,20 @@ func Value(s string) string {
 	return fmt.Sprintf("%s… (%d characters)", strconv.Quote(s[:cut]), n)
 }
 
-// OneLine turns every control character in s (line breaks, a lone carriage
-// return, tabs, escapes) into a space. Error text comes from registries: in a
-// table cell or a log line it must stay on its line, where no part of it can
-// start a line of its own (a CI runner reads "::" at a line's start as a
-// command) or move the terminal's cursor.
+// OneLine turns every run of control characters (line breaks, a lone
+// carriage return, tabs, escapes) and spaces in s into one space, and trims
+// it. Error text comes from registries: in a table cell or a log line it
+// must stay on its line, where no part of it can start a line of its own (a
+// CI runner reads "::" at a line's start as a command) or move the
+// terminal's cursor.
 func OneLine(s string) string {
-	if !strings.ContainsFunc(s, unicode.IsControl) {
+	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return unicode.IsControl(r) || r == ' ' }), " ")
+}
+
+// Cut shortens s to at most n characters, ending a cut line with "…".
+func Cut(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
 		return s
 	}
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, s)
+	return string([]rune(s)[:n-1]) + "…"
 }

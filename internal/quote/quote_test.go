@@ -33,6 +33,11 @@ func TestDuration(t *testing.T) {
 		90 * time.Second:        "1m30s",
 		2 * time.Hour:           "2h",
 		time.Hour + time.Minute: "1h1m",
+		// Rounded to what matters at its size.
+		1234567891 * time.Nanosecond: "1.23s",
+		1234567 * time.Nanosecond:    "1ms",
+		61700 * time.Millisecond:     "1m2s",
+		500 * time.Microsecond:       "500µs",
 	} {
 		if got := Duration(d); got != want {
 			t.Errorf("Duration(%v) = %q, want %q", d, got, want)
@@ -40,11 +45,21 @@ func TestDuration(t *testing.T) {
 	}
 }
 
+func TestCut(t *testing.T) {
+	if got := Cut("✅✅✅✅", 3); got != "✅✅…" {
+		t.Errorf("Cut = %q", got)
+	}
+	if got := Cut("short", 5); got != "short" {
+		t.Errorf("Cut = %q", got)
+	}
+}
+
 func TestOneLine(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"plain text", "plain text"},
-		{"a\nb\rc\r\nd\te", "a b c  d e"},
-		{"bell\a and escape \x1b[2J", "bell  and escape  [2J"},
+		{"a\nb\rc\r\nd\te", "a b c d e"},
+		{"bell\a and escape \x1b[2J", "bell and escape [2J"},
+		{"  padded\n\n", "padded"},
 		{"unicode ✅ stays", "unicode ✅ stays"},
 	}
 	for _, tt := range tests {

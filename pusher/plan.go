@@ -1,0 +1,116 @@
+package pusher
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// planDestination is a dry run's share of one destination: the tags are
+// looked up as a push looks them up (lookUp), and, when one would be
+// written, the repository is asked which of the image's blobs it lacks. Only
+// reads, under the registry's read budget.
+func (r *run) planDestination(d *destination) {
+	defer d.cancel()
+	r.lookUp(d)
+	todo := d.unfinished()
+	if len(todo) == 0 {
+		return
+	}
+	r.planUpload(d)
+	for _, t := range todo {
+		r.finishTag(t, nil)
+	}
+}
+
+// planUpload finds which of the image's blobs the repository lacks.
+func (r *run) planUpload(d *destination) {
+	up := Upload{Repository: d.rs.repo, Image: d.image, Blobs: len(d.c.blobs)}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		errs []error
+	)
+	for _, b := range d.c.blobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var exists bool
+			_, _, err := r.reads(d.ctx, d.rs.reg, d.rs.label(b.digest), func(ctx context.Context) error {
+				var err error
+				exists, err = d.rs.blobExists(ctx, b.digest)
+				return err
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil:
+				errs = append(errs, err)
+			case !exists:
+				up.Missing++
+				up.MissingBytes += b.size
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		up.Err = fmt.Errorf("check %d blob(s): %w", len(errs), errs[0])
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.uploadPlans = append(r.uploadPlans, up)
+	slices.SortFunc(r.uploadPlans, func(a, b Upload) int {
+		return cmp.Or(cmp.Compare(a.Repository.String(), b.Repository.String()), cmp.Compare(a.Image, b.Image))
+	})
+}
+
+// planned is finishTag in a plan: what a push would do with the tag, from
+// what its look-up found.
+func (r *run) planned(t *tagRun, err error) {
+	d := t.d
+	res := Result{Tag: t.tag, Image: d.image, Duration: r.cfg.now().Sub(t.start)}
+	if t.before != (v1.Hash{}) && t.before != d.c.digest {
+		res.Previous = t.before.String()
+	}
+	var lu *lookUpError
+	switch {
+	case err == nil && t.unchanged:
+		res.Status, res.Digest = StatusUnchanged, d.c.digest.String()
+	case err == nil && res.Previous != "":
+		res.Status, res.Digest = StatusWouldOverwrite, d.c.digest.String()
+	case err == nil:
+		res.Status, res.Digest = StatusWouldPush, d.c.digest.String()
+	case errors.Is(err, errExists):
+		res.Status = StatusWouldFail
+		res.Err = &TagError{Summary: fmt.Sprintf("exists at %s, and overwrite is false: a push would leave it and fail", t.before), Cause: err}
+	case r.ctx.Err() != nil:
+		res.Status = StatusCancelled
+		res.Err = &TagError{Summary: "the run was cancelled before the tag was looked up", Cause: context.Cause(r.ctx)}
+	case errors.As(err, &lu):
+		res.Status = StatusWouldFail
+		v := t.last
+		if d.ctx.Err() != nil && v.fault == FaultTimeout {
+			v.timeout = r.cfg.timeout
+		}
+		res.Err = &TagError{Summary: "could not look the tag up: " + Summary(explain(v, lu.err, 1, d.rs.reg.host, d.rs.repo.String())), Cause: err}
+	default:
+		res.Status, res.Err = StatusWouldFail, err
+	}
+	t.result = &res
+	if r.cfg.events.TagDone != nil {
+		r.cfg.events.TagDone(res)
+	}
+}
+
+// signInError is a failure to sign in to a repository: the ping, or the
+// token exchange that asks for push access. A 403 here refuses the
+// credentials; it is never a missing tag.
+type signInError struct{ err error }
+
+func (e *signInError) Error() string { return "sign in: " + e.err.Error() }
+func (e *signInError) Unwrap() error { return e.err }
