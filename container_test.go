@@ -6,7 +6,6 @@ package main
 // Bitbucket starts a pipe, against the test registry.
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -224,26 +223,11 @@ func TestContainerActionCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := g.cmd()
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stdout)
-	var log strings.Builder
-	for sc.Scan() {
-		log.WriteString(sc.Text() + "\n")
-		if strings.HasPrefix(sc.Text(), "pushed ") {
-			break
-		}
-	}
+	stdout, log := startUntilPushed(t, cmd, true)
 	if out, err := exec.Command("docker", "kill", "--signal", "SIGINT", g.name).CombinedOutput(); err != nil {
 		t.Fatalf("docker kill: %v: %s", err, out)
 	}
-	_, _ = io.Copy(&log, stdout)
+	_, _ = io.Copy(log, stdout)
 	if code := exitCode(t, cmd.Wait()); code != 1 {
 		t.Errorf("exit %d after SIGINT, want 1\n%s", code, log.String())
 	}

@@ -7,6 +7,7 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -296,21 +297,7 @@ func TestInterruptCancelsPromptly(t *testing.T) {
 		"GITHUB_OUTPUT=" + filepath.Join(dir, "output"), "GITHUB_STEP_SUMMARY=" + filepath.Join(dir, "summary"),
 		"INPUT_SOURCE=oci:testdata/oci", "INPUT_TAGS=" + strings.Join(tags, "\n"), "INPUT_CONCURRENCY=1",
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stdout)
-	var log strings.Builder
-	for sc.Scan() {
-		log.WriteString(sc.Text() + "\n")
-		if strings.HasPrefix(sc.Text(), "pushed ") {
-			break
-		}
-	}
+	rest, log := startUntilPushed(t, cmd, false)
 	sent := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -321,10 +308,8 @@ func TestInterruptCancelsPromptly(t *testing.T) {
 		<-ctx.Done()
 		_ = cmd.Process.Kill()
 	}()
-	for sc.Scan() {
-		log.WriteString(sc.Text() + "\n")
-	}
-	err = cmd.Wait()
+	_, _ = io.Copy(log, rest)
+	err := cmd.Wait()
 	took := time.Since(sent)
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 		t.Errorf("exit: %v, want exit code 1", err)
@@ -386,5 +371,32 @@ func TestHelpAndMistypedFlags(t *testing.T) {
 	stdout, stderr, code = runBinary(t, nil, "demo", "--help")
 	if code != 0 || stderr != "" || !strings.Contains(stdout, "Usage: tagpush demo") {
 		t.Errorf("demo --help: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+}
+
+// startUntilPushed starts cmd and reads its stdout until the first tag is
+// pushed: the moment the interrupt tests send their signal. It returns the
+// rest of stdout and the log read so far. With stderr, stderr goes into the
+// same pipe.
+func startUntilPushed(t *testing.T, cmd *exec.Cmd, stderr bool) (io.Reader, *strings.Builder) {
+	t.Helper()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stderr {
+		cmd.Stderr = cmd.Stdout
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(stdout)
+	log := new(strings.Builder)
+	for {
+		line, err := r.ReadString('\n')
+		log.WriteString(line)
+		if err != nil || strings.HasPrefix(line, "pushed ") {
+			return r, log
+		}
 	}
 }

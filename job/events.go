@@ -16,8 +16,9 @@ const maxExample = 200
 // eventLog turns a run's events into log lines whose number grows with the
 // distinct problems, not with tags times attempts: the first retry of each
 // kind of fault on each registry is shown, the others counted (each one is a
-// debug line), and the end says how many there were, with the last. Tags that fail are reported at the end, once per reason (publish);
-// every tag's result is in the table and the outputs.
+// debug line), and the end says how many there were, with the last. Tags
+// that fail are reported at the end, once per reason (publish); every tag's
+// result is in the table and the outputs.
 type eventLog struct {
 	log ci.Logger
 

@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/tagpush/tagpush/internal/quote"
 )
 
 // Option configures a Pusher.
@@ -172,11 +174,11 @@ func WithRetry(maxAttempts int, delay, maxDelay time.Duration) Option {
 		case delay <= 0:
 			return fmt.Errorf("retry-delay: %s is not a positive duration", delay)
 		case delay > MaxRetryDelay:
-			return fmt.Errorf("retry-delay: %s is more than %s", delay, MaxRetryDelay)
+			return fmt.Errorf("retry-delay: %s is more than %s", quote.Duration(delay), quote.Duration(MaxRetryDelay))
 		case maxDelay < delay:
 			return fmt.Errorf("max-retry-delay (%s) is less than retry-delay (%s)", maxDelay, delay)
 		case maxDelay > MaxMaxRetryDelay:
-			return fmt.Errorf("max-retry-delay: %s is more than %s", maxDelay, MaxMaxRetryDelay)
+			return fmt.Errorf("max-retry-delay: %s is more than %s", quote.Duration(maxDelay), quote.Duration(MaxMaxRetryDelay))
 		}
 		c.maxAttempts, c.retryDelay, c.maxRetryDelay = maxAttempts, delay, maxDelay
 		return nil
@@ -190,7 +192,7 @@ func WithTimeout(d time.Duration) Option {
 		case d <= 0:
 			return fmt.Errorf("timeout: %s is not a positive duration", d)
 		case d > MaxTimeout:
-			return fmt.Errorf("timeout: %s is more than %s", d, MaxTimeout)
+			return fmt.Errorf("timeout: %s is more than %s", quote.Duration(d), quote.Duration(MaxTimeout))
 		}
 		c.timeout = d
 		return nil

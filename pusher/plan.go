@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // planDestination is a dry run's share of one destination: the tags are
@@ -74,9 +72,7 @@ func (r *run) planUpload(d *destination) {
 func (r *run) planned(t *tagRun, err error) {
 	d := t.d
 	res := Result{Tag: t.tag, Image: d.image, Duration: r.cfg.now().Sub(t.start)}
-	if t.before != (v1.Hash{}) && t.before != d.c.digest {
-		res.Previous = t.before.String()
-	}
+	res.Previous = t.previous()
 	var lu *lookUpError
 	switch {
 	case err == nil && t.unchanged:

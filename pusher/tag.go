@@ -100,6 +100,15 @@ type tagRun struct {
 	result    *Result // set when the tag has ended
 }
 
+// previous is the digest the tag held before the run when it held another,
+// else "".
+func (t *tagRun) previous() string {
+	if t.before == (v1.Hash{}) || t.before == t.d.c.digest {
+		return ""
+	}
+	return t.before.String()
+}
+
 // unfinished are d's tags that have not ended.
 func (d *destination) unfinished() []*tagRun {
 	var out []*tagRun
@@ -471,9 +480,7 @@ func (r *run) finishTag(t *tagRun, err error) {
 		}
 	}
 	res := Result{Tag: t.tag, Image: d.image, Attempts: t.attempts, Duration: r.cfg.now().Sub(t.start), Referrers: refs}
-	if t.before != (v1.Hash{}) && t.before != d.c.digest {
-		res.Previous = t.before.String()
-	}
+	res.Previous = t.previous()
 	var (
 		miss   *missError
 		unread *unreadError

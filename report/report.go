@@ -68,12 +68,6 @@ func Render(rep *pusher.Report) (ci.Results, error) {
 // terminal run's stdout (--output json): whether every tag holds the digest,
 // whether it was a dry run, the headline, the digests, and the results.
 func Document(rep *pusher.Report) (string, error) {
-	digests := make(map[string]string, len(rep.Images))
-	for _, img := range rep.Images {
-		if img.Digest != "" {
-			digests[img.Name] = img.Digest
-		}
-	}
 	b, err := json.MarshalIndent(struct {
 		OK       bool              `json:"ok"`
 		DryRun   bool              `json:"dry_run"`
@@ -81,7 +75,7 @@ func Document(rep *pusher.Report) (string, error) {
 		Digest   string            `json:"digest"`
 		Digests  map[string]string `json:"digests"`
 		Results  []Entry           `json:"results"`
-	}{AllOK(rep), rep.DryRun, Headline(rep), rep.Digest, digests, Entries(rep.Results)}, "", "  ")
+	}{AllOK(rep), rep.DryRun, Headline(rep), rep.Digest, digestsOf(rep), Entries(rep.Results)}, "", "  ")
 	if err != nil {
 		return "", fmt.Errorf("encode the result: %w", err)
 	}
@@ -199,17 +193,23 @@ func JSON(results []pusher.Result) (string, error) {
 // Digests is the digests output: each image's digest by its source, as a
 // JSON object; an image that could not be read has none.
 func Digests(rep *pusher.Report) (string, error) {
+	b, err := json.Marshal(digestsOf(rep))
+	if err != nil {
+		return "", fmt.Errorf("encode digests: %w", err)
+	}
+	return string(b), nil
+}
+
+// digestsOf is each image's digest by its name; an image that could not be
+// read has none.
+func digestsOf(rep *pusher.Report) map[string]string {
 	m := make(map[string]string, len(rep.Images))
 	for _, img := range rep.Images {
 		if img.Digest != "" {
 			m[img.Name] = img.Digest
 		}
 	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return "", fmt.Errorf("encode digests: %w", err)
-	}
-	return string(b), nil
+	return m
 }
 
 // refs returns, one per line in input order, the references whose status
