@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/tagpush/tagpush/registry"
 )
 
 // The blob phase: what a repository needs before any of an image's tags can
@@ -24,10 +29,14 @@ import (
 // blob (the registry API's monolithic upload), where go-containerregistry's
 // Pusher sends a POST, a PATCH with the body and an empty PUT: one write
 // fewer per blob, and each write is one more chance for a registry that
-// fails above N writes in flight to fail. Blobs that can be mounted from
-// another repository of the registry (a registry: source) go through
-// go-containerregistry's Pusher, which knows how to mount, and so do blobs
-// for a registry that refused a one-PUT upload.
+// fails above N writes in flight to fail. A registry that refuses one-PUT
+// uploads gets go-containerregistry's chunked upload from then on.
+//
+// A blob another repository of the registry holds is mounted from it: an
+// offer, never the only way. Any answer but 201 is followed by a plain
+// upload in the same attempt (in the session a 202 opened), the mount is not
+// asked again for the blob, and a registry that refused one is not asked for
+// mounts again in the run.
 
 // phase is one run of shared work: a blob's upload, an image's blob phase,
 // a push of referrers.
@@ -178,7 +187,7 @@ func (rs *repoState) label(d v1.Hash) string {
 // putChild writes one child manifest of an index, by digest.
 func (rs *repoState) putChild(ctx context.Context, ch child) (int, verdict, error) {
 	return rs.run.writes(ctx, rs.reg, rs.label(ch.digest), true, func(ctx context.Context, _ int) error {
-		return rs.run.underSlot(ctx, rs.reg, rs.reg.writes.Acquire, func() error {
+		return rs.run.underSlot(ctx, rs.reg, func() error {
 			if _, err := rs.putManifest(ctx, ch.digest.String(), ch.raw, ch.mediaType); err != nil {
 				return fmt.Errorf("put manifest %s: %w", ch.digest, err)
 			}
@@ -195,24 +204,26 @@ func (rs *repoState) putChild(ctx context.Context, ch child) (int, verdict, erro
 //
 // The registry keeps each blob's home: the repository that holds it, or is
 // having it uploaded. A repository that needs a blob another one is getting
-// waits for that upload (holding no slot) and mounts the blob from there, so
-// one image pushed to several repositories of a registry goes up about once;
-// a registry that will not mount (it answers 202) gets the upload in the
-// session the refused mount opened. A registry: source on the same registry
-// is a home too.
+// waits for that upload (holding no slot), checks the blob again (registries
+// that keep one store for every repository have it now) and mounts it from
+// there, so one image pushed to several repositories of a registry goes up
+// about once. The wait ends when the home's upload moves no byte for
+// homeIdle: a stalled repository fails its own tags, never another's, which
+// then uploads the blob itself. A registry: source on the same registry is a
+// home too.
 func (rs *repoState) ensureBlob(ctx context.Context, b blob) (int, verdict, error) {
 	r := rs.run
 	what := rs.label(b.digest)
 	if r.chunkedOnly(rs.reg.host) {
 		return r.writes(ctx, rs.reg, what, true, func(ctx context.Context, _ int) error {
-			return r.underSlot(ctx, rs.reg, rs.reg.writes.Acquire, func() error { return rs.uploadWithPusher(ctx, b) })
+			return r.underSlot(ctx, rs.reg, func() error { return rs.uploadWithPusher(ctx, b) })
 		})
 	}
 	exists := func(ctx context.Context) (bool, error) {
 		var found bool
 		_, _, err := r.reads(ctx, rs.reg, "check blob "+what, func(ctx context.Context) error {
 			var err error
-			found, err = rs.blobExists(ctx, b.digest)
+			found, err = rs.rc.BlobExists(ctx, b.digest)
 			return err
 		})
 		if err != nil {
@@ -229,19 +240,22 @@ func (rs *repoState) ensureBlob(ctx context.Context, b blob) (int, verdict, erro
 	}
 	from := sourceRepository(b.layer, rs.reg.host)
 	var home *blobHome
-	for from == "" {
+	if from == "" {
 		h, mine := rs.reg.claim(b.digest, rs.repo.RepositoryStr())
-		if mine {
+		switch {
+		case mine:
 			home = h
-			break
-		}
-		select {
-		case <-h.done:
-		case <-ctx.Done():
-			return 0, verdictOf(ctx, ctx.Err()), context.Cause(ctx)
-		}
-		if h.ok {
-			from = h.repo
+		default:
+			ok, err := awaitHome(ctx, h)
+			if err != nil {
+				return 0, verdictOf(ctx, err), err
+			}
+			if ok {
+				from = h.repo
+			}
+			if found, err := exists(ctx); err != nil || found {
+				return 1, verdictOf(ctx, err), err
+			}
 		}
 	}
 	a, v, err := r.writes(ctx, rs.reg, what, true, func(ctx context.Context, attempt int) error {
@@ -250,8 +264,8 @@ func (rs *repoState) ensureBlob(ctx context.Context, b blob) (int, verdict, erro
 				return err
 			}
 		}
-		return r.underSlot(ctx, rs.reg, rs.reg.writes.Acquire, func() error {
-			_, err := rs.uploadBlob(ctx, b, from)
+		return r.underSlot(ctx, rs.reg, func() error {
+			err := rs.upload(ctx, b, &from, home)
 			if refusesMonolithic(err) {
 				// Take the registry at its word: chunked uploads from now
 				// on, starting with this blob, in this attempt.
@@ -270,6 +284,72 @@ func (rs *repoState) ensureBlob(ctx context.Context, b blob) (int, verdict, erro
 		rs.reg.noteHome(b.digest, rs.repo.RepositoryStr())
 	}
 	return a, v, err
+}
+
+// homeIdle is how long a repository waits for another's upload of a blob
+// that moves no byte before it uploads the blob itself.
+const homeIdle = 3 * time.Second
+
+// awaitHome waits for a blob's home to end its upload, reporting whether the
+// blob is there; it stops waiting (not ok) when the upload has moved no byte
+// for homeIdle.
+func awaitHome(ctx context.Context, h *blobHome) (ok bool, err error) {
+	tick := time.NewTicker(homeIdle / 10)
+	defer tick.Stop()
+	last, moved := h.sent.Load(), time.Now()
+	for {
+		select {
+		case <-h.done:
+			return h.ok, nil
+		case <-ctx.Done():
+			return false, context.Cause(ctx)
+		case <-tick.C:
+			if n := h.sent.Load(); n != last {
+				last, moved = n, time.Now()
+			} else if time.Since(moved) >= homeIdle {
+				return false, nil
+			}
+		}
+	}
+}
+
+// upload puts one blob in the repository under the caller's write slot:
+// mounted from *from when it is set and the registry mounts, else sent whole
+// in one PUT into an upload session (the one a refused mount opened, or a new
+// one). A mount is asked once: *from is cleared, so a later attempt uploads.
+// Bytes sent count as the progress of home, when the blob's home is ours.
+func (rs *repoState) upload(ctx context.Context, b blob, from *string, home *blobHome) error {
+	rc := rs.rc
+	var s *registry.Session
+	if *from != "" && !rs.run.client.MountsRefused(rs.reg.host) {
+		mounted, sess, err := rc.Mount(ctx, b.digest, *from)
+		*from = ""
+		if mounted {
+			return nil
+		}
+		var terr *transport.Error
+		if err != nil && !errors.As(err, &terr) {
+			return err // no answer: the next attempt uploads
+		}
+		s = sess // nil after a refusal with another status: upload plainly
+	}
+	if s == nil {
+		var err error
+		if s, err = rc.StartUpload(ctx); err != nil {
+			return err
+		}
+	}
+	return s.Put(ctx, b.digest, b.size, func() (io.ReadCloser, error) {
+		rc, err := b.layer.Compressed()
+		if err != nil {
+			return nil, &SourceError{Err: fmt.Errorf("open blob %s: %w", b.digest, err)}
+		}
+		var sent *atomic.Int64
+		if home != nil {
+			sent = &home.sent
+		}
+		return &sourceReader{rc: rc, sent: sent}, nil
+	})
 }
 
 // sourceRepository is the repository a registry: source's layer comes from,

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/tagpush/tagpush/internal/quote"
 	"github.com/tagpush/tagpush/queue"
+	"github.com/tagpush/tagpush/registry"
 )
 
 // Fault is the kind of a failure, as counted in a run's statistics.
@@ -140,9 +142,9 @@ func classify(own context.Context, err error) verdict {
 	// restarting (noteAnswer believes so for the connect grace); a name that does
 	// not resolve, or a certificate that is not trusted, does not mend itself.
 	var (
-		redirect *RedirectLoopError
+		redirect *registry.RedirectLoopError
 		dnsErr   *net.DNSError
-		stall    *StallError
+		stall    *registry.StallError
 	)
 	switch {
 	case errors.As(err, &redirect):
@@ -189,11 +191,18 @@ type SourceError struct{ Err error }
 func (e *SourceError) Error() string { return "read the source: " + e.Err.Error() }
 func (e *SourceError) Unwrap() error { return e.Err }
 
-// sourceReader marks the errors of a blob read from the source.
-type sourceReader struct{ rc io.ReadCloser }
+// sourceReader marks the errors of a blob read from the source, and counts
+// the bytes read into sent when it is set.
+type sourceReader struct {
+	rc   io.ReadCloser
+	sent *atomic.Int64
+}
 
 func (s *sourceReader) Read(p []byte) (int, error) {
 	n, err := s.rc.Read(p)
+	if s.sent != nil {
+		s.sent.Add(int64(n))
+	}
 	if err != nil && err != io.EOF {
 		err = &SourceError{Err: err}
 	}
@@ -354,7 +363,7 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 	case FaultTLS:
 		return say("the TLS certificate of %s is not trusted: give its CA in ca-file (or SSL_CERT_FILE), or list the registry in insecure-registries", reg)
 	case FaultRedirect:
-		return say("%s redirected the request in a loop (more than %d redirects): check the registry address and any proxy in front of it", reg, maxRedirects)
+		return say("%s redirected the request in a loop (more than %d redirects): check the registry address and any proxy in front of it", reg, registry.MaxRedirects)
 	case FaultSource:
 		return say("reading the image from its source failed: %s", Summary(errors.Unwrap(sourceOf(err))))
 	case FaultLocal:
@@ -392,23 +401,4 @@ func rateLimitKind(v verdict) string {
 		return "403 secondary rate limit"
 	}
 	return "429 Too Many Requests"
-}
-
-// retryAfter reads a Retry-After header: delay seconds or an HTTP date.
-func retryAfter(h string, now time.Time) (time.Duration, bool) {
-	h = strings.TrimSpace(h)
-	if h == "" {
-		return 0, false
-	}
-	var secs float64
-	if _, err := fmt.Sscanf(h, "%g", &secs); err == nil && !strings.ContainsAny(h, " ,") {
-		if secs < 0 {
-			return 0, false
-		}
-		return time.Duration(secs * float64(time.Second)), true
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		return max(t.Sub(now), 0), true
-	}
-	return 0, false
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/tagpush/tagpush/queue"
+	"github.com/tagpush/tagpush/registry"
 )
 
 func statusErr(code int, diag ...transport.Diagnostic) error {
@@ -52,8 +53,8 @@ func TestClassify(t *testing.T) {
 		{"refused is not overload", &url.Error{Op: "Get", URL: "http://r/v2", Err: syscall.ECONNREFUSED}, FaultConnect, true, queue.Ignore, false},
 		{"unknown host", &url.Error{Op: "Get", URL: "http://r/v2", Err: &net.DNSError{Err: "no such host", Name: "r", IsNotFound: true}}, FaultConnect, false, queue.Ignore, false},
 		{"untrusted certificate", untrustedCertificateError(t), FaultTLS, false, queue.Ignore, false},
-		{"redirect loop", &url.Error{Op: "Put", URL: "http://r/v2", Err: &RedirectLoopError{URL: "http://r/v2", Redirects: 11}}, FaultRedirect, false, queue.Ignore, false},
-		{"stalled answer", fmt.Errorf("read: %w", &StallError{Host: "r", Idle: time.Second}), FaultTimeout, true, queue.Overload, false},
+		{"redirect loop", &url.Error{Op: "Put", URL: "http://r/v2", Err: &registry.RedirectLoopError{URL: "http://r/v2", Redirects: 11}}, FaultRedirect, false, queue.Ignore, false},
+		{"stalled answer", fmt.Errorf("read: %w", &registry.StallError{Host: "r", Idle: time.Second}), FaultTimeout, true, queue.Overload, false},
 		{"ghcr secondary rate limit", statusErr(403, transport.Diagnostic{Code: transport.DeniedErrorCode, Message: "permission_denied: Error from intermediary with HTTP status code 403 \"You have exceeded a secondary rate limit\""}), FaultRateLimited, true, queue.Overload, false},
 		{"unexpected EOF", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), FaultReset, true, queue.Overload, false},
 		{"someone else's cancel", fmt.Errorf("upload: %w", context.Canceled), FaultOther, true, queue.Ignore, false},
@@ -104,29 +105,6 @@ func TestGHCRBodyWait(t *testing.T) {
 	}
 }
 
-func TestRetryAfterHeader(t *testing.T) {
-	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	tests := []struct {
-		in   string
-		want time.Duration
-		ok   bool
-	}{
-		{"2", 2 * time.Second, true},
-		{"0.5", 500 * time.Millisecond, true},
-		{"Thu, 01 Jan 2026 12:00:10 GMT", 10 * time.Second, true},
-		{"Thu, 01 Jan 2026 11:00:00 GMT", 0, true},
-		{"", 0, false},
-		{"soon", 0, false},
-		{"-1", 0, false},
-	}
-	for _, tt := range tests {
-		got, ok := retryAfter(tt.in, now)
-		if got != tt.want || ok != tt.ok {
-			t.Errorf("retryAfter(%q) = %s, %t; want %s, %t", tt.in, got, ok, tt.want, tt.ok)
-		}
-	}
-}
-
 func TestExplain(t *testing.T) {
 	base := errors.New("boom")
 	tests := []struct {
@@ -164,8 +142,8 @@ func TestSummaryIsOneShortLine(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	r := &run{cfg: defaults(), regs: newRegistries(time.Now, 30*time.Second)}
-	reg := r.regs.get("r")
+	r := &run{cfg: defaults(), client: registry.New(registry.Options{})}
+	reg := &regState{host: "r"}
 	base := r.cfg.retryDelay
 	for range 50 {
 		// Waits grow from retry-delay, with up to one retry-delay of jitter.
@@ -189,7 +167,7 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 	// A registry's announced wait wins over a quick retry.
-	reg.noteWait(5 * time.Second)
+	r.client.NoteWait("r", 5*time.Second)
 	if d := r.backoff(1, reg, true, false); d < 4*time.Second {
 		t.Errorf("wait with a Retry-After of 5s pending = %s", d)
 	}

@@ -7,28 +7,30 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+
+	"github.com/tagpush/tagpush/registry"
 )
 
 // planDestination is a dry run's share of one destination: the tags are
 // looked up as a push looks them up (lookUp), and, when one would be
-// written, the repository is asked which of the image's blobs it lacks. Only
-// reads, under the registry's read budget.
-func (r *run) planDestination(d *destination) {
+// written, the repository is asked which of the image's blobs it lacks. It
+// is given the repository as a registry.Reader: only reads, under the
+// registry's read budget, and nothing that starts a blob phase.
+func (r *run) planDestination(d *destination, rd registry.Reader) {
 	defer d.cancel()
-	r.lookUp(d)
-	todo := d.unfinished()
+	todo := r.lookUp(d, rd, nil)
 	if len(todo) == 0 {
 		return
 	}
-	r.planUpload(d)
+	r.planUpload(d, rd)
 	for _, t := range todo {
 		r.finishTag(t, nil)
 	}
 }
 
 // planUpload finds which of the image's blobs the repository lacks.
-func (r *run) planUpload(d *destination) {
-	up := Upload{Repository: d.rs.repo, Image: d.image, Blobs: len(d.c.blobs)}
+func (r *run) planUpload(d *destination, rd registry.Reader) {
+	up := Upload{Repository: rd.Name(), Image: d.image, Blobs: len(d.c.blobs)}
 	var (
 		mu   sync.Mutex
 		wg   sync.WaitGroup
@@ -39,9 +41,9 @@ func (r *run) planUpload(d *destination) {
 		go func() {
 			defer wg.Done()
 			var exists bool
-			_, _, err := r.reads(d.ctx, d.rs.reg, d.rs.label(b.digest), func(ctx context.Context) error {
+			_, _, err := r.reads(d.ctx, d.rs.reg, fmt.Sprintf("%s@%s", rd.Name(), b.digest), func(ctx context.Context) error {
 				var err error
-				exists, err = d.rs.blobExists(ctx, b.digest)
+				exists, err = rd.BlobExists(ctx, b.digest)
 				return err
 			})
 			mu.Lock()
@@ -103,10 +105,3 @@ func (r *run) planned(t *tagRun, err error) {
 	}
 }
 
-// signInError is a failure to sign in to a repository: the ping, or the
-// token exchange that asks for push access. A 403 here refuses the
-// credentials; it is never a missing tag.
-type signInError struct{ err error }
-
-func (e *signInError) Error() string { return "sign in: " + e.err.Error() }
-func (e *signInError) Unwrap() error { return e.err }

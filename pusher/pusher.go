@@ -18,9 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -28,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/tagpush/tagpush/queue"
+	"github.com/tagpush/tagpush/registry"
 )
 
 // Status is how a tag ended.
@@ -322,7 +321,7 @@ func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (Image
 		go func() {
 			defer wg.Done()
 			if r.planning {
-				r.planDestination(d)
+				r.planDestination(d, d.rs.rc)
 			} else {
 				r.pushDestination(d)
 			}
@@ -334,35 +333,23 @@ func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (Image
 
 // repo returns the run's state of a destination repository, made on first use.
 func (r *run) repo(repo name.Repository) *repoState {
+	reg := r.destination(repo.RegistryStr())
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rs, ok := r.repos[repo]
 	if !ok {
-		rs = newRepoState(r, repo)
+		rs = newRepoState(r, repo, reg)
 		r.repos[repo] = rs
 	}
 	return rs
 }
 
-// siblings are the run's other destination repositories on rs's registry.
-func (r *run) siblings(rs *repoState) []name.Repository {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []name.Repository
-	for repo := range r.repos {
-		if repo.RegistryStr() == rs.repo.RegistryStr() && repo != rs.repo {
-			out = append(out, repo)
-		}
-	}
-	return out
-}
-
-// newRun is the state of one call, with its HTTP layers.
+// newRun is the state of one call, with its registry client.
 func (p *Pusher) newRun(ctx context.Context) *run {
 	r := &run{
 		ctx:        ctx,
 		cfg:        p.cfg,
-		regs:       newRegistries(p.cfg.now, p.cfg.maxRetryDelay),
+		dests:      make(map[string]*regState),
 		repos:      make(map[name.Repository]*repoState),
 		faults:     make(map[Fault]int),
 		readFaults: make(map[Fault]int),
@@ -370,20 +357,24 @@ func (p *Pusher) newRun(ctx context.Context) *run {
 	// Blob phases run for the tags of a repository, not for one tag: they
 	// end when the run does.
 	r.phaseCtx, r.cancelPhases = context.WithCancel(ctx)
-	r.regs.setup = r.setUpRegistry
-	r.uploads = &uploadCounter{inner: &stallWatchdog{inner: p.cfg.transport, idle: p.cfg.stallTimeout}}
-	r.transport = &rewindTransport{inner: &redirectLimitTransport{inner: &pauseTransport{regs: r.regs,
-		inner: &retryAfterTransport{regs: r.regs, inner: &errorBodyLimit{inner: r.uploads, wait: errorBodyWait}}}}}
+	r.client = registry.New(registry.Options{
+		Transport:    p.cfg.transport,
+		Keychain:     p.cfg.keychain,
+		UserAgent:    p.cfg.userAgent,
+		ReadBudget:   p.cfg.readBudget,
+		StallTimeout: p.cfg.stallTimeout,
+		MaxWait:      p.cfg.maxRetryDelay,
+		LookupIP:     p.cfg.lookupIP,
+		Now:          p.cfg.now,
+	})
 	return r
 }
 
 // run is the state of one Push call.
 type run struct {
-	ctx       context.Context // the caller's: when it ends, unfinished tags are cancelled
-	cfg       config
-	transport http.RoundTripper
-	uploads   *uploadCounter
-	regs      *registries
+	ctx    context.Context // the caller's: when it ends, unfinished tags are cancelled
+	cfg    config
+	client *registry.Client
 
 	// phaseCtx bounds the shared phases (blobs, referrers), which serve
 	// several tags; phases counts those running.
@@ -391,11 +382,8 @@ type run struct {
 	cancelPhases context.CancelFunc
 	phases       sync.WaitGroup
 
-	// seq orders events the verification compares: PUT answers and reads
-	// of tag lists.
-	seq atomic.Uint64
-
 	mu          sync.Mutex
+	dests       map[string]*regState // the destination registries, by host
 	repos       map[name.Repository]*repoState
 	faults      map[Fault]int
 	readFaults  map[Fault]int
@@ -410,8 +398,14 @@ type run struct {
 	uploadPlans []Upload
 }
 
-// setUpRegistry gives a registry its write limit and read budget.
-func (r *run) setUpRegistry(reg *registry) {
+// destination returns the run's state of a destination registry, made on
+// first use with its write limit.
+func (r *run) destination(host string) *regState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if reg, ok := r.dests[host]; ok {
+		return reg
+	}
 	var alg queue.Algorithm = queue.Fixed(r.cfg.concurrency)
 	if r.cfg.adaptive {
 		// The ceiling was validated by WithConcurrency.
@@ -424,8 +418,10 @@ func (r *run) setUpRegistry(reg *registry) {
 			f(LimitChange{Registry: c.Name, Old: c.Old, New: c.New, Overload: c.Cause == queue.Overload})
 		}))
 	}
-	reg.writes = queue.NewLimiter(reg.host, alg, opts...)
-	reg.reads = queue.NewLimiter(reg.host, queue.Fixed(r.cfg.readBudget))
+	reg := &regState{host: host, now: r.cfg.now, homes: make(map[v1.Hash]*blobHome),
+		writes: queue.NewLimiter(host, alg, opts...)}
+	r.dests[host] = reg
+	return reg
 }
 
 // remoteOptions configures go-containerregistry with its retries off: retry-go
@@ -433,7 +429,7 @@ func (r *run) setUpRegistry(reg *registry) {
 // attempts without anyone seeing them.
 func (r *run) remoteOptions() []remote.Option {
 	return []remote.Option{
-		remote.WithTransport(r.transport),
+		remote.WithTransport(r.client.Transport()),
 		remote.WithAuthFromKeychain(r.cfg.keychain),
 		remote.WithUserAgent(r.cfg.userAgent),
 		remote.WithRetryBackoff(remote.Backoff{Steps: 1}),
@@ -508,23 +504,11 @@ func (r *run) stats() Stats {
 			s.ReadFaults[f] = n
 		}
 	}
-	for host, reg := range r.regs.destinations() {
+	for host, reg := range r.dests {
 		s.PeakConcurrency[host] = reg.writes.Peak()
 		s.FinalLimit[host] = reg.writes.Limit()
 	}
 	return s
-}
-
-// sleep waits for d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	case <-t.C:
-		return nil
-	}
 }
 
 // reportProgress reports the blob bytes sent every progress interval until
@@ -546,7 +530,8 @@ func (r *run) reportProgress() (stop func()) {
 			case <-done:
 				return
 			case <-t.C:
-				p := r.uploads.progress()
+				sent, total := r.client.Uploaded()
+				p := Progress{Complete: sent, Total: total}
 				if p != last && p.Total > 0 {
 					r.cfg.events.Progress(p)
 					last = p
@@ -596,7 +581,7 @@ func (rs *repoState) pushReferrers(ctx context.Context, c *content) (int, verdic
 			if err != nil {
 				return err
 			}
-			return rs.run.underSlot(ctx, rs.reg, rs.reg.writes.Acquire, func() error {
+			return rs.run.underSlot(ctx, rs.reg, func() error {
 				if err := gp.Push(ctx, dst, ref.Taggable); err != nil {
 					return fmt.Errorf("push %s: %w", what, err)
 				}

@@ -18,7 +18,7 @@ import (
 //
 // Writes take a slot of the registry's adaptive limit for each request
 // (underSlot), and their outcomes move the limit. Reads take a slot of the
-// registry's read budget (repoState.readRequest) and move nothing: a read
+// registry's read budget (inside the registry client's reads) and move nothing: a read
 // that fails says nothing about how many writes the registry can take, and
 // is never paid for with a write.
 
@@ -30,12 +30,13 @@ func verdictOf(ctx context.Context, err error) verdict {
 	return classify(ctx, err)
 }
 
-// underSlot runs f, one write request or a short sequence of them, holding a
-// write slot from take, and reports its outcome to the limit under the slot:
+// underSlot runs f, one write request or a short sequence of them sent one
+// after the other with no wait between, holding a write slot of the
+// registry, and reports its outcome to the limit under the slot:
 // an overload of a write that started before the limit last came down is
 // part of that burst, and does not cut it again.
-func (r *run) underSlot(ctx context.Context, reg *registry, take func(context.Context) (*queue.Slot, error), f func() error) error {
-	s, err := take(ctx)
+func (r *run) underSlot(ctx context.Context, reg *regState, f func() error) error {
+	s, err := reg.writes.Acquire(ctx)
 	if err != nil {
 		return err
 	}
@@ -56,7 +57,7 @@ func (r *run) underSlot(ctx context.Context, reg *registry, take func(context.Co
 // marks a step of a blob phase. f is the attempt (numbered from 1); it takes
 // the write slots it needs through underSlot and gives them back before the
 // loop waits: nothing is held between attempts.
-func (r *run) writes(ctx context.Context, reg *registry, what string, blob bool, f func(ctx context.Context, attempt int) error) (int, verdict, error) {
+func (r *run) writes(ctx context.Context, reg *regState, what string, blob bool, f func(ctx context.Context, attempt int) error) (int, verdict, error) {
 	var (
 		attempts int
 		lastErr  error
@@ -111,7 +112,7 @@ func (r *run) writes(ctx context.Context, reg *registry, what string, blob bool,
 // a quick first retry (a registry that answers a read 500 while it writes
 // the same repository answers the next one), then the write loop's waits. It
 // counts in the statistics as a read retry and never moves the write limit.
-func (r *run) reads(ctx context.Context, reg *registry, what string, f func(context.Context) error) (int, verdict, error) {
+func (r *run) reads(ctx context.Context, reg *regState, what string, f func(context.Context) error) (int, verdict, error) {
 	var (
 		attempts int
 		lastErr  error
@@ -144,17 +145,17 @@ func (r *run) reads(ctx context.Context, reg *registry, what string, f func(cont
 // verdict: a refused connection is believed transient only within the
 // connect grace; any answer ends a run of refusals; an announced wait holds
 // every write to the registry.
-func (r *run) noteAnswer(reg *registry, v *verdict) {
+func (r *run) noteAnswer(reg *regState, v *verdict) {
 	switch {
 	case v.refused:
 		v.transient = reg.refused(r.cfg.connectGrace)
 	case v.status != 0:
 		reg.reached()
 	}
-	reg.noteWait(v.wait)
+	r.client.NoteWait(reg.host, v.wait)
 }
 
-func (r *run) retryOptions(ctx context.Context, reg *registry, delay func(uint) time.Duration, onWait func(time.Duration)) []retry.Option {
+func (r *run) retryOptions(ctx context.Context, reg *regState, delay func(uint) time.Duration, onWait func(time.Duration)) []retry.Option {
 	return []retry.Option{
 		retry.Context(ctx),
 		retry.Attempts(uint(r.cfg.maxAttempts)),
@@ -193,7 +194,7 @@ func (r *run) finish(ctx context.Context, attempts int, last verdict, lastErr, e
 // a step's later failures back off as usual, so an outage cannot spend the
 // attempts in its first seconds. A read's first retry comes after a quarter
 // of retry-delay too.
-func (r *run) backoff(n uint, reg *registry, relieved, read bool) time.Duration {
+func (r *run) backoff(n uint, reg *regState, relieved, read bool) time.Duration {
 	base := r.cfg.retryDelay
 	quick := relieved || (read && n <= 1)
 	if quick {
@@ -204,7 +205,7 @@ func (r *run) backoff(n uint, reg *registry, relieved, read bool) time.Duration 
 		d *= 2
 	}
 	jitter := time.Duration(rand.Int64N(int64(base) + 1))
-	if w := reg.remaining(); w > d {
+	if w := r.client.Wait(reg.host); w > d {
 		d = w
 	}
 	return d + jitter

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,18 +13,21 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/tagpush/tagpush/internal/quote"
-	"github.com/tagpush/tagpush/queue"
+	"github.com/tagpush/tagpush/registry"
 )
 
 // A tag goes through four steps, each its own function:
 //
-//  1. lookUp: a read of what the tag holds now (or one read of the
-//     repository's tag list for all of its tags). A tag at the digest is done
-//     (unchanged) and costs nothing more.
-//  2. put: once the repository holds the image's blobs, the manifest PUT
-//     under a write slot, retried on its own.
-//  3. verify: a read that proves the tag resolves to the digest, once the
-//     repository's writes have settled. A tag still missing (or at another
+//  1. lookUp: a read of what the tag holds now, over a read-only view of the
+//     repository (where several tags go to one repository, one listing of
+//     its tags first spares the reads of the tags it lacks). A tag at the
+//     digest is done (unchanged) and costs nothing more.
+//  2. put: once the repository holds the image's blobs, the manifest PUT,
+//     retried on its own; a write slot is held around the request only,
+//     never while the tag waits for the blobs, a retry or a read.
+//  3. verify: a read of the tag itself, once the repository's writes have
+//     settled, that shows the digest. Nothing else stands for it: not the
+//     PUT's answer, not the tag list. A tag still missing (or at another
 //     digest) after the verification window leads to one more PUT, at most.
 //  4. landed: after a failed PUT whose answer may have been lost, a read has
 //     the last word before the tag is reported.
@@ -41,47 +45,6 @@ type destination struct {
 	// ctx ends at the tags' deadline (the timeout input) or with the run.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// writing is how many tags needed a write.
-	writing int
-
-	mu   sync.Mutex
-	list *listing // the tag list read back after the writes
-}
-
-// listing is one read of a repository's tag list, taken after the writes of
-// its tags: seq orders it among the PUT answers (run.seq).
-type listing struct {
-	done chan struct{}
-	seq  uint64
-	tags map[string]bool
-	err  error
-}
-
-// listed returns the tag list read back after the destination's writes,
-// reading it when no one has: the first tag to be verified reads it, with
-// the destination's context, for all. Nil when ctx ends first.
-func (r *run) listed(ctx context.Context, d *destination) *listing {
-	d.mu.Lock()
-	l := d.list
-	if l == nil {
-		l = &listing{done: make(chan struct{}), seq: r.seq.Add(1)}
-		d.list = l
-		d.mu.Unlock()
-		_, _, l.err = r.reads(d.ctx, d.rs.reg, "list the tags of "+d.rs.repo.String(), func(ctx context.Context) error {
-			var err error
-			l.tags, err = d.rs.listTags(ctx)
-			return err
-		})
-		close(l.done)
-		return l
-	}
-	d.mu.Unlock()
-	select {
-	case <-l.done:
-		return l
-	case <-ctx.Done():
-		return nil
-	}
 }
 
 // tagRun is one tag's share of a run.
@@ -91,8 +54,6 @@ type tagRun struct {
 	start time.Time
 
 	before    v1.Hash // what the look-up found at the tag; zero when missing or unknown
-	stored    v1.Hash // what the registry said the last accepted PUT stored; zero when it did not say
-	putSeq    uint64  // when that PUT was answered, in run.seq
 	attempts  int     // write attempts for the tag (or those of the blob step that failed it)
 	last      verdict // the last failed write attempt's verdict
 	sent      bool    // a manifest PUT for the tag was sent
@@ -123,15 +84,13 @@ func (d *destination) unfinished() []*tagRun {
 // pushDestination runs the four steps for every tag of d.
 func (r *run) pushDestination(d *destination) {
 	defer d.cancel()
-	r.lookUp(d)
-	todo := d.unfinished()
+	rs := d.rs
+	todo := r.lookUp(d, rs.rc, func() { rs.start(d.c) })
 	if len(todo) == 0 {
 		return
 	}
-	d.writing = len(todo)
-	// The image's blobs first; a tag's write holds a slot, so none may wait
-	// for the blob phase (which needs slots) holding one.
-	if ph, err := d.rs.ready(d.ctx, d.c); err != nil {
+	// The image's blobs first, waited for holding nothing.
+	if ph, err := rs.ready(d.ctx, d.c); err != nil {
 		for _, t := range todo {
 			t.last = verdictOf(d.ctx, err)
 			if ph != nil {
@@ -141,72 +100,85 @@ func (r *run) pushDestination(d *destination) {
 		}
 		return
 	}
-	jobs := make([]queue.Job[struct{}], len(todo))
-	for i, t := range todo {
-		jobs[i] = queue.Job[struct{}]{Limiter: d.rs.reg.writes, Do: func(_ context.Context, s *queue.Slot) (struct{}, error) {
-			r.writeTag(t, s)
-			return struct{}{}, nil
-		}}
-	}
-	for i, res := range queue.Run(d.ctx, jobs) {
-		if t := todo[i]; !res.Started && t.result == nil {
-			t.last = verdictOf(d.ctx, res.Err)
-			r.finishTag(t, res.Err)
-		}
-	}
-}
-
-// lookUp reads what each tag of d holds now, all at once (the read budget
-// bounds them). A repository with several tags to write is listed once
-// instead, when overwrite is on: a tag the list lacks is missing and costs no
-// read of its own; a listed one is read for its digest. (A list that lags
-// behind a tag only costs a PUT of the same manifest; with overwrite off each
-// tag is read, because a tag wrongly thought missing would be overwritten.)
-// The blob phase starts as soon as one tag needs writing (in a plan, never).
-func (r *run) lookUp(d *destination) {
-	rs := d.rs
-	need := func() {
-		if !r.planning {
-			rs.start(d.c)
-		}
-	}
-	var listed map[string]bool
-	if r.cfg.overwrite && len(d.tags) > 1 {
-		_, _, err := r.reads(d.ctx, rs.reg, "list the tags of "+rs.repo.String(), func(ctx context.Context) error {
-			var err error
-			listed, err = rs.listTags(ctx)
-			return err
-		})
-		if err != nil {
-			listed = nil // each tag is read instead
-		}
-	}
+	// Every tag at once: the registry's write limit bounds the PUTs, each
+	// slot taken for one request, so a tag that waits (for a blob phase a
+	// lost blob started again, a retry, a read) keeps no other tag out.
 	var wg sync.WaitGroup
-	for _, t := range d.tags {
-		if listed != nil && !listed[t.tag.TagStr()] {
-			need()
-			continue
-		}
+	for _, t := range todo {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if r.lookUpTag(t) {
-				need()
-			}
+			r.writeTag(t)
 		}()
 	}
 	wg.Wait()
 }
 
+// lookUp reads what each tag of d holds now, all at once (the read budget
+// bounds them), through rd, which can only read, and returns the tags that
+// need writing; the others are ended here. need, when set, is called as soon
+// as one tag needs writing (a push starts the blob phase then).
+//
+// Where several tags go to the repository and overwrite is on, the
+// repository's tag list is read once, in one attempt with a short limit: a
+// tag it lacks is missing and costs no read of its own, a listed one is read
+// for its digest. A list that fails, hangs, is cut or unparseable, 404s or
+// has too many pages is dropped at once for a read of each tag. (A list that
+// lags behind a tag only costs a PUT of the same manifest; with overwrite off
+// each tag is read, because a tag wrongly thought missing would be
+// overwritten.)
+func (r *run) lookUp(d *destination, rd registry.Reader, need func()) []*tagRun {
+	var listed map[string]bool
+	if r.cfg.overwrite && len(d.tags) > 1 {
+		listed, _ = rd.Tags(d.ctx) // any failure: each tag is read instead
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		todo []*tagRun
+		once sync.Once
+	)
+	needs := func(t *tagRun) {
+		mu.Lock()
+		todo = append(todo, t)
+		mu.Unlock()
+		if need != nil {
+			once.Do(need)
+		}
+	}
+	for _, t := range d.tags {
+		if listed != nil && !listed[t.tag.TagStr()] {
+			needs(t)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r.lookUpTag(t, rd) {
+				needs(t)
+			}
+		}()
+	}
+	wg.Wait()
+	// In the order given, as the results are.
+	slices.SortFunc(todo, func(a, b *tagRun) int { return slices.Index(d.tags, a) - slices.Index(d.tags, b) })
+	return todo
+}
+
 // lookUpTag reads one tag and reports whether it needs writing; a tag that
 // does not is ended here.
-func (r *run) lookUpTag(t *tagRun) bool {
+func (r *run) lookUpTag(t *tagRun, rd registry.Reader) bool {
 	d := t.d
-	got, found, err := r.readTag(d.ctx, d.rs, t.tag, !r.cfg.overwrite)
-	var signIn *signInError
+	got, found, err := r.readTag(d.ctx, rd, d.rs.reg, t.tag, !r.cfg.overwrite)
+	var signIn *registry.SignInError
 	switch {
-	case err != nil && isStatus(err, http.StatusForbidden) && !errors.As(err, &signIn):
+	case err != nil && registry.IsStatus(err, http.StatusForbidden) && !errors.As(err, &signIn):
 		// JFrog answers a read of a tag that does not exist 403.
+		return true
+	case err != nil && registry.IsStatus(err, http.StatusPreconditionFailed) && r.cfg.overwrite:
+		// Harbor answers a read of a tag whose image a vulnerability policy
+		// blocks 412: it says nothing of what the tag holds. Push, and let
+		// the read after the PUT tell. (With overwrite off the tag stays.)
 		return true
 	case err != nil && r.cfg.overwrite && !r.planning:
 		// The PUT will tell: a look-up only saves writes.
@@ -237,41 +209,38 @@ func (e *lookUpError) Error() string { return "look up the tag: " + e.err.Error(
 func (e *lookUpError) Unwrap() error { return e.err }
 
 // readTag reads what tag resolves to, as a read with its own retries.
-func (r *run) readTag(ctx context.Context, rs *repoState, tag name.Tag, confirmMiss bool) (v1.Hash, bool, error) {
+func (r *run) readTag(ctx context.Context, rd registry.Reader, reg *regState, tag name.Tag, confirmMiss bool) (v1.Hash, bool, error) {
 	var (
 		got   v1.Hash
 		found bool
 	)
-	_, _, err := r.reads(ctx, rs.reg, "read "+tag.String(), func(ctx context.Context) error {
+	_, _, err := r.reads(ctx, reg, "read "+tag.String(), func(ctx context.Context) error {
 		var err error
-		got, found, err = rs.resolve(ctx, tag.TagStr(), confirmMiss)
+		got, found, err = rd.Resolve(ctx, tag.TagStr(), confirmMiss)
 		return err
 	})
 	return got, found, err
 }
 
-// writeTag writes and verifies one tag, holding s, its job's write slot, for
-// its PUTs only.
-func (r *run) writeTag(t *tagRun, s *queue.Slot) {
-	take := func(ctx context.Context) (*queue.Slot, error) { return s, s.Acquire(ctx) }
-	err := r.put(t, take)
+// writeTag writes and verifies one tag.
+func (r *run) writeTag(t *tagRun) {
+	err := r.put(t)
 	if err == nil && !t.unchanged {
 		err = r.verify(t.d.ctx, t, r.cfg.verifyWindow, true)
 		var miss *missError
 		if errors.As(err, &miss) {
 			// The registry accepted the PUT and does not show it: one more
 			// PUT, at most, then the registry's answer stands.
-			if err = r.put(t, take); err == nil && !t.unchanged {
+			if err = r.put(t); err == nil && !t.unchanged {
 				err = r.verify(t.d.ctx, t, r.cfg.verifyWindow, true)
 			}
 		}
 	}
-	s.Release()
 	r.finishTag(t, r.landed(t, err))
 }
 
 // put sends the tag's manifest PUT under the write retry policy.
-func (r *run) put(t *tagRun, take func(context.Context) (*queue.Slot, error)) error {
+func (r *run) put(t *tagRun) error {
 	d := t.d
 	rs, c := d.rs, d.c
 	a, v, err := r.writes(d.ctx, rs.reg, t.tag.String(), false, func(ctx context.Context, _ int) error {
@@ -283,11 +252,9 @@ func (r *run) put(t *tagRun, take func(context.Context) (*queue.Slot, error)) er
 			return &spent{attempts: ph.attempts, last: ph.last, err: err}
 		}
 		t.sent = true
-		err = r.underSlot(ctx, rs.reg, take, func() error {
-			stored, err := rs.putManifest(ctx, t.tag.TagStr(), c.raw, c.mediaType)
-			if err == nil {
-				t.stored, t.putSeq = stored, r.seq.Add(1)
-			}
+		err = r.underSlot(ctx, rs.reg, func() error {
+			// The answer's digest is a claim: verify reads the tag.
+			_, err := rs.putManifest(ctx, t.tag.TagStr(), c.raw, c.mediaType)
 			return err
 		})
 		if err == nil {
@@ -301,7 +268,7 @@ func (r *run) put(t *tagRun, take func(context.Context) (*queue.Slot, error)) er
 		// 400 TAG_INVALID, Harbor 409/412, others 403): if it holds our
 		// digest, nothing needed writing.
 		if !v.transient && refusesExisting(v.status) {
-			if got, found, rerr := r.readTag(ctx, rs, t.tag, true); rerr == nil && found && got == c.digest {
+			if got, found, rerr := r.readTag(ctx, rs.rc, rs.reg, t.tag, true); rerr == nil && found && got == c.digest {
 				t.unchanged = true
 				return nil
 			}
@@ -371,12 +338,10 @@ func (e *unreadError) Unwrap() error { return e.err }
 
 // verify reads the tag back until it resolves to the pushed digest. With
 // settle, the first read waits until the repository's manifest PUTs are done
-// (for at most window), and where the destination wrote several tags, one
-// read of the repository's tag list, taken after the tag's PUT was answered,
-// stands for all of them: a tag the registry lists, and whose PUT answer
-// said it stored our digest, is there (200 tags cost one read instead of
-// 200, and registries rate-limit reads too). A tag the list lacks, or whose
-// answer did not say, is read on its own:
+// (for at most window). Only a read of the tag itself, taken after its last
+// PUT was answered, proves it: a PUT's answer can name a digest the registry
+// (or a proxy, a virtual repository) does not keep, and a tag that existed
+// before is in the tag list whatever it holds.
 //
 // ghcr.io and S3-backed registries can answer 404 (or the old digest) for a
 // moment after a PUT they accepted, so a miss is read again, with growing
@@ -389,17 +354,12 @@ func (r *run) verify(ctx context.Context, t *tagRun, window time.Duration, settl
 	d := t.d
 	if settle {
 		d.rs.settle(ctx, window)
-		if d.writing > 1 && t.stored == d.c.digest {
-			if l := r.listed(ctx, d); l != nil && l.err == nil && t.putSeq < l.seq && l.tags[t.tag.TagStr()] {
-				return nil
-			}
-		}
 	}
 	deadline := r.cfg.now().Add(window)
 	wait := 50 * time.Millisecond
 	others := 0
 	for {
-		got, found, err := r.readTag(ctx, d.rs, t.tag, true)
+		got, found, err := r.readTag(ctx, d.rs.rc, d.rs.reg, t.tag, true)
 		miss := &missError{tag: t.tag, pushed: d.c.digest, before: t.before, window: window}
 		switch {
 		case err != nil:
@@ -417,7 +377,7 @@ func (r *run) verify(ctx context.Context, t *tagRun, window time.Duration, settl
 		if !r.cfg.now().Add(wait).Before(deadline) {
 			return miss
 		}
-		if err := sleep(ctx, wait); err != nil {
+		if err := registry.Sleep(ctx, wait); err != nil {
 			return err
 		}
 		wait = min(wait*2, time.Second)

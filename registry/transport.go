@@ -1,4 +1,4 @@
-package pusher
+package registry
 
 import (
 	"bytes"
@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,9 +17,9 @@ import (
 )
 
 // The HTTP layers under go-containerregistry's own transport (auth, scheme,
-// user agent). Each wrapper has one concern and sees every request a run sends,
-// including those go-containerregistry makes on its own (ping, token, mounts).
-// None of them retries: retry-go (retry.go) owns retries.
+// user agent). Each wrapper has one concern and sees every request a client
+// sends, including those go-containerregistry makes on its own (ping, token,
+// referrers). None of them retries: the caller owns retries.
 //
 // From the outside in: rewind -> redirectLimit -> pause -> retryAfter ->
 // errorBodyLimit -> uploadCounter -> stallWatchdog -> the HTTP transport.
@@ -125,13 +128,13 @@ func (t *errorBodyLimit) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// maxRedirects is how many redirects one request may follow, as net/http's
+// MaxRedirects is how many redirects one request may follow, as net/http's
 // default. go-containerregistry's client replaces net/http's redirect policy
 // with an SSRF check that has no count, so a registry that redirects a request
 // to itself would otherwise be asked again forever.
-const maxRedirects = 10
+const MaxRedirects = 10
 
-// RedirectLoopError is a request that was redirected more than maxRedirects times.
+// RedirectLoopError is a request that was redirected more than MaxRedirects times.
 type RedirectLoopError struct {
 	URL       string
 	Redirects int
@@ -142,7 +145,7 @@ func (e *RedirectLoopError) Error() string {
 }
 
 // redirectLimitTransport refuses the request that would be redirect number
-// maxRedirects+1. net/http records the redirect chain in Request.Response, so
+// MaxRedirects+1. net/http records the redirect chain in Request.Response, so
 // a RoundTripper can count it.
 type redirectLimitTransport struct {
 	inner http.RoundTripper
@@ -153,7 +156,7 @@ func (t *redirectLimitTransport) RoundTrip(req *http.Request) (*http.Response, e
 	for r := req.Response; r != nil && r.Request != nil; r = r.Request.Response {
 		n++
 	}
-	if n > maxRedirects {
+	if n > MaxRedirects {
 		closeBody(req)
 		return nil, &RedirectLoopError{URL: redactURL(req), Redirects: n}
 	}
@@ -168,18 +171,18 @@ func (t *redirectLimitTransport) RoundTrip(req *http.Request) (*http.Response, e
 // verification needs them.
 type pauseTransport struct {
 	inner http.RoundTripper
-	regs  *registries
+	c     *Client
 }
 
 func (t *pauseTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method == http.MethodPost || req.Method == http.MethodPatch || req.Method == http.MethodPut {
-		reg := t.regs.get(req.URL.Host)
+		h := t.c.host(req.URL.Host)
 		for {
-			wait := reg.remaining()
+			wait := h.remaining()
 			if wait <= 0 {
 				break
 			}
-			if err := sleep(req.Context(), wait); err != nil {
+			if err := Sleep(req.Context(), wait); err != nil {
 				closeBody(req)
 				return nil, err
 			}
@@ -193,14 +196,14 @@ func (t *pauseTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // this is the one place the header can be read.
 type retryAfterTransport struct {
 	inner http.RoundTripper
-	regs  *registries
+	c     *Client
 }
 
 func (t *retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.inner.RoundTrip(req)
 	if err == nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
-		if d, ok := retryAfter(resp.Header.Get("Retry-After"), t.regs.now()); ok {
-			t.regs.get(req.URL.Host).noteWait(d)
+		if d, ok := RetryAfter(resp.Header.Get("Retry-After"), t.c.now()); ok {
+			t.c.host(req.URL.Host).noteWait(d)
 		}
 	}
 	return resp, err
@@ -227,8 +230,8 @@ func (t *uploadCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.inner.RoundTrip(req)
 }
 
-func (t *uploadCounter) progress() Progress {
-	return Progress{Complete: t.sent.Load(), Total: t.total.Load()}
+func (t *uploadCounter) progress() (sent, total int64) {
+	return t.sent.Load(), t.total.Load()
 }
 
 // isBlobUpload is a request that carries blob content: PATCH or PUT under
@@ -410,4 +413,57 @@ func redactURL(req *http.Request) string {
 	u := *req.URL
 	u.RawQuery = ""
 	return u.String()
+}
+
+// realmTransport lets a registry's token service live on another port of the
+// registry's own address (docker_auth on :5001, GitLab reached by its IP).
+// go-containerregistry refuses a token realm at a loopback or private address
+// unless it is the registry's exact host:port, a guard against a registry
+// sending credentials to a service on the runner's network; a realm on the
+// registry's own host name (or IP) and scheme, at another port, is the
+// registry's own service, and every other realm still meets the guard. The
+// challenge's realm is rewritten to a path on the registry's host:port, and
+// requests to that path are sent on to the realm itself.
+type realmTransport struct {
+	inner http.RoundTripper
+}
+
+var _ http.RoundTripper = (*realmTransport)(nil)
+
+// realmPrefix starts the rewritten realm's path: /.tagpush-realm/<port>/<path>.
+const realmPrefix = "/.tagpush-realm/"
+
+var realmParam = regexp.MustCompile(`(?i)(realm\s*=\s*")([^"]*)(")`)
+
+func (t *realmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if rest, ok := strings.CutPrefix(req.URL.Path, realmPrefix); ok {
+		port, path, _ := strings.Cut(rest, "/")
+		out := req.Clone(req.Context())
+		out.URL.Host = net.JoinHostPort(req.URL.Hostname(), port)
+		out.URL.Path = "/" + path
+		out.URL.RawPath = ""
+		out.Host = ""
+		return t.inner.RoundTrip(out)
+	}
+	resp, err := t.inner.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	for i, ch := range resp.Header.Values("WWW-Authenticate") {
+		m := realmParam.FindStringSubmatchIndex(ch)
+		if m == nil {
+			continue
+		}
+		realm, err := url.Parse(ch[m[4]:m[5]])
+		if err != nil || realm.Scheme != req.URL.Scheme || realm.Host == req.URL.Host ||
+			!strings.EqualFold(realm.Hostname(), req.URL.Hostname()) || realm.Port() == "" {
+			continue
+		}
+		moved := *req.URL
+		moved.Path = realmPrefix + realm.Port() + realm.Path
+		moved.RawPath = ""
+		moved.RawQuery = realm.RawQuery
+		resp.Header["Www-Authenticate"][i] = ch[:m[4]] + moved.String() + ch[m[5]:]
+	}
+	return resp, nil
 }

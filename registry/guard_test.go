@@ -1,4 +1,4 @@
-package pusher
+package registry
 
 import (
 	"context"
@@ -23,8 +23,7 @@ func TestUploadLocationGuardResolvesNames(t *testing.T) {
 		"registry.corp":    {"10.0.0.5"},
 		"rebind.example":   {"198.51.100.8", "127.0.0.1"},
 	}
-	cfg := defaults()
-	cfg.lookupIP = func(_ context.Context, host string) ([]net.IPAddr, error) {
+	lookup := func(_ context.Context, host string) ([]net.IPAddr, error) {
 		ips, ok := hosts[host]
 		if !ok {
 			return nil, fmt.Errorf("no such host %s", host)
@@ -35,7 +34,7 @@ func TestUploadLocationGuardResolvesNames(t *testing.T) {
 		}
 		return out, nil
 	}
-	r := &run{cfg: cfg}
+	r := New(Options{LookupIP: lookup})
 	tests := []struct {
 		registry, location string
 		allowed            bool

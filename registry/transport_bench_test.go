@@ -1,8 +1,7 @@
-package pusher
+package registry
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"testing"
@@ -23,13 +22,7 @@ func (answer201) RoundTrip(req *http.Request) (*http.Response, error) {
 // cap, upload counting, stall watchdog) cost per request, around a transport
 // that answers at once: the stack a run uses.
 func BenchmarkTransportStack(b *testing.B) {
-	p, err := New(WithTransport(answer201{}))
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := p.newRun(context.Background())
-	defer r.cancelPhases()
-	rt := r.transport
+	rt := New(Options{Transport: answer201{}}).Transport()
 	body := make([]byte, 1024)
 	b.ReportAllocs()
 	for b.Loop() {
