@@ -104,4 +104,3 @@ func (r *run) planned(t *tagRun, err error) {
 		r.cfg.events.TagDone(res)
 	}
 }
-

@@ -27,4 +27,3 @@ func TestRetryAfterHeader(t *testing.T) {
 		}
 	}
 }
-
