@@ -339,6 +339,17 @@ func TestInterruptCancelsPromptly(t *testing.T) {
 	if cancelled < len(tags)/2 {
 		t.Errorf("%d of %d tags cancelled, want most", cancelled, len(tags))
 	}
+	// A workflow that retries what failed reads the failed output: every
+	// tag that does not hold the image, cancelled ones included, is there.
+	failed := make(map[string]bool)
+	for _, line := range strings.Split(out["failed"], "\n") {
+		failed[line] = true
+	}
+	for _, r := range results {
+		if r.Status != "pushed" && !failed[r.Tag] {
+			t.Errorf("%s is %s but not in the failed output", r.Tag, r.Status)
+		}
+	}
 }
 
 // What a new user types first: --help (and -h) answer on stdout with exit

@@ -345,12 +345,18 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 	case FaultAuth:
 		return say("authentication failed (401) for %s: check username/password or token scope", reg)
 	case FaultDenied:
+		if words := registryWords(err); words != "" {
+			return say("the registry refused to write to %s (%s)", repo, words)
+		}
 		return say("permission denied (403) to push %s: check the token has write access to this repository", repo)
 	case FaultNotFound:
 		return say("%s was not found on %s (or the credentials cannot see it): check the repository name", repo, reg)
 	case FaultInvalid:
 		if v.status == http.StatusMethodNotAllowed {
 			return say("%s answered 405 Method Not Allowed: a read-only mirror or pull-through cache takes no pushes; push to the registry itself", reg)
+		}
+		if words := registryWords(err); words != "" {
+			return say("%s rejected the request (%s), not retried", reg, words)
 		}
 		return say("%s rejected the request as invalid (%d, not retried): check the image and the tag", reg, v.status)
 	case FaultRateLimited, Fault429:
@@ -386,6 +392,24 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 		return say("%s kept failing: gave up after %d attempt(s) (%s)", reg, attempts, last)
 	}
 	return err
+}
+
+// registryWords is what the registry said of a refusal, for a person:
+// `403 DENIED: "cannot overwrite tag"`, with its first error's code and
+// message. It is empty where the registry said nothing of its own (no body,
+// or the distribution spec's stock sentence for the code).
+func registryWords(err error) string {
+	var terr *transport.Error
+	if !errors.As(err, &terr) || len(terr.Errors) == 0 {
+		return ""
+	}
+	d := terr.Errors[0]
+	msg := strings.TrimSpace(quote.OneLine(d.Message))
+	switch strings.ToLower(msg) {
+	case "", "denied", "requested access to the resource is denied", "access denied", "unauthorized", "authentication required":
+		return ""
+	}
+	return fmt.Sprintf("%d %s: %q", terr.StatusCode, d.Code, quote.Cut(msg, 70))
 }
 
 func sourceOf(err error) error {

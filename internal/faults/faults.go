@@ -12,6 +12,8 @@ package faults
 import (
 	"bytes"
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -93,8 +95,10 @@ type Config struct {
 	// Deny answers every request for repository DenyRepo with DenyStatus (401 or 403).
 	DenyRepo   string
 	DenyStatus int
-	// SlowRate is the chance that a request is delayed by Slow first.
+	// SlowRate is the chance that a request is delayed by Slow first; every
+	// request for repository SlowRepo is.
 	SlowRate float64
+	SlowRepo string
 	Slow     time.Duration
 	// Latency is added to every request, like a round trip to a remote registry.
 	Latency time.Duration
@@ -141,6 +145,39 @@ type Config struct {
 	RefuseMounts bool
 	// UploadBytesPerSec caps the bandwidth of all request bodies together.
 	UploadBytesPerSec int64
+
+	// TagList changes the answers to GET .../tags/list: "500"; "404"
+	// (NAME_UNKNOWN, while the manifests read); "hang" (no answer until the
+	// client goes away: a huge repository, a front that drops the path);
+	// "cut" (the JSON cut short); "nofield" (JSON without a tags field).
+	TagList string
+	// TagListPage, when positive, serves the tag list that many tags a page,
+	// with an unquoted, relative Link header (<...>; rel=next), as olareg does.
+	TagListPage int
+	// PhantomTagPuts answers a manifest PUT by tag 201 with the digest of
+	// its body and does not pass it on: a proxy or virtual repository that
+	// says it stored what it drops.
+	PhantomTagPuts bool
+	// BlobUnknownTagPutsFirst answers the first n manifest PUTs by tag 400
+	// MANIFEST_BLOB_UNKNOWN: a blob lost between its upload and the PUT.
+	BlobUnknownTagPutsFirst int
+	// MountStatus answers every cross-repository mount with this status
+	// (401, 403, 404, 405, 500) and no upload session.
+	MountStatus int
+	// StallRepo holds every write to this repository unanswered until the
+	// client goes away: a repository whose storage hangs.
+	StallRepo string
+	// TagPutStatus answers every manifest PUT by tag with this status and
+	// an error of TagPutCode and TagPutMessage: an immutable tag, a policy.
+	TagPutStatus  int
+	TagPutCode    string
+	TagPutMessage string
+	// PolicyBlockFirst answers the first n reads of a manifest by tag 412,
+	// as Harbor does under a vulnerability policy.
+	PolicyBlockFirst int
+	// TokenRealm, with TokenAuth, is the realm the challenge names instead
+	// of the layer's own /token (a token service on another port).
+	TokenRealm string
 }
 
 // Modes are the names Preset knows.
@@ -183,8 +220,9 @@ type Stats struct {
 	// UploadSessions counts blob upload starts (POST .../blobs/uploads/) that
 	// were not cross-repository mounts.
 	UploadSessions int
-	// Mounts counts cross-repository mount requests.
-	Mounts int
+	// Mounts counts cross-repository mounts the registry made (201);
+	// MountRequests every mount asked for.
+	Mounts, MountRequests int
 	// BlobBytes is the number of blob bytes that reached the registry.
 	BlobBytes int64
 	// BlobsCommitted counts, per digest, uploads the registry accepted.
@@ -363,6 +401,8 @@ type decision struct {
 	trickle    bool // send the body a byte a second
 	redirect   bool // 307 to the same URL
 	loseAnswer bool // pass to the registry, answer 500 (or reset) instead
+	hang       bool // no answer until the client goes away
+	phantom    bool // answer a manifest PUT 201 without passing it on
 }
 
 func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
@@ -373,7 +413,32 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 	manifestPut := k.manifest && r.Method == http.MethodPut
 	read := r.Method == http.MethodGet || r.Method == http.MethodHead
 	manifestRead := read && k.manifest
+	tagList := r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/tags/list")
 	switch {
+	case tagList && c.TagList == "500":
+		d.status, d.fault = http.StatusInternalServerError, "tag-list"
+		d.body = ociError("UNKNOWN", "unknown error")
+	case tagList && c.TagList == "404":
+		d.status, d.fault = http.StatusNotFound, "tag-list"
+		d.body = ociError("NAME_UNKNOWN", "repository name not known to registry")
+	case tagList && c.TagList == "hang":
+		d.fault, d.hang = "tag-list", true
+	case write && c.StallRepo != "" && k.repo == c.StallRepo:
+		d.fault, d.hang = "stall-repo", true
+	case k.mount && c.MountStatus != 0:
+		d.status, d.fault = c.MountStatus, "mount-refused"
+		d.body = ociError("DENIED", "requested access to the resource is denied")
+	case manifestPut && !isDigest(r.URL.Path) && c.TagPutStatus != 0:
+		d.status, d.fault = c.TagPutStatus, "tag-put"
+		d.body = ociError(cmp.Or(c.TagPutCode, "DENIED"), cmp.Or(c.TagPutMessage, "denied"))
+	case manifestPut && !isDigest(r.URL.Path) && l.stats.Injected["blob-unknown"] < c.BlobUnknownTagPutsFirst:
+		d.status, d.fault = http.StatusBadRequest, "blob-unknown"
+		d.body = ociError("MANIFEST_BLOB_UNKNOWN", "blob unknown to registry")
+	case manifestPut && !isDigest(r.URL.Path) && c.PhantomTagPuts:
+		d.fault, d.phantom = "phantom-put", true
+	case manifestRead && !isDigest(r.URL.Path) && l.stats.Injected["policy-412"] < c.PolicyBlockFirst:
+		d.status, d.fault = http.StatusPreconditionFailed, "policy-412"
+		d.body = ociError("PRECONDITION", "current image with 1 vulnerabilities cannot be pulled due to configured policy")
 	case write && l.stats.Injected["trickle"] < c.TrickleErrorFirst:
 		d.status, d.fault, d.trickle = http.StatusInternalServerError, "trickle", true
 		d.body = ociError("UNKNOWN", "unknown error")
@@ -450,7 +515,7 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 			d.resetAfter = 16 << 10
 		}
 	}
-	if chance(c.SlowRate) {
+	if chance(c.SlowRate) || (c.SlowRepo != "" && k.repo == c.SlowRepo) {
 		d.slow = c.Slow
 	}
 	return d
@@ -504,13 +569,14 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.mu.Unlock()
 	}()
 	if l.cfg.TokenAuth && !l.spendToken(r, write && r.ContentLength != 0) {
+		realm := cmp.Or(l.cfg.TokenRealm, "http://"+r.Host+"/token")
 		l.mu.Unlock()
 		_, _ = io.Copy(io.Discard, r.Body)
 		scope := ""
 		if k.repo != "" {
 			scope = fmt.Sprintf(`,scope="repository:%s:pull,push"`, k.repo)
 		}
-		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="http://%s/token",service="faults"%s`, r.Host, scope))
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="%s",service="faults"%s`, realm, scope))
 		writeError(w, http.StatusUnauthorized, ociError("UNAUTHORIZED", "authentication required"))
 		return
 	}
@@ -523,6 +589,9 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.stats.ManifestPutTimes[r.URL.Path] = append(l.stats.ManifestPutTimes[r.URL.Path], time.Now())
 	}
 	d := l.decide(r, k, write)
+	if k.mount && d.status != 0 {
+		l.stats.MountRequests++
+	}
 	if d.fault != "" {
 		l.stats.Injected[d.fault]++
 	}
@@ -548,6 +617,17 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	switch {
+	case d.hang:
+		_, _ = io.Copy(io.Discard, r.Body)
+		<-r.Context().Done()
+		return
+	case d.phantom:
+		b, _ := io.ReadAll(r.Body)
+		sum := sha256.Sum256(b)
+		w.Header().Set("Docker-Content-Digest", "sha256:"+hex.EncodeToString(sum[:]))
+		w.Header().Set("Location", r.URL.Path)
+		w.WriteHeader(http.StatusCreated)
+		return
 	case d.resetAfter >= 0:
 		l.reset(w, r, d.resetAfter)
 		return
@@ -637,11 +717,18 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.lagTagList(w, r, c.ReadLag)
 		return
 	}
+	if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/tags/list") && (c.TagList != "" || c.TagListPage > 0) {
+		l.shapeTagList(w, r, c)
+		return
+	}
 	rec := &statusRecorder{ResponseWriter: out, status: http.StatusOK}
 	l.next.ServeHTTP(rec, r)
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if k.mount {
+		l.stats.MountRequests++
+	}
 	switch {
 	case k.mount && rec.status == http.StatusCreated:
 		l.stats.Mounts++
@@ -692,6 +779,37 @@ func (l *Layer) lagTagList(w http.ResponseWriter, r *http.Request, lag time.Dura
 	w.Header().Del("Content-Length")
 	w.WriteHeader(http.StatusOK)
 	_ = json.NewEncoder(w).Encode(list)
+}
+
+// shapeTagList serves the registry's tag list cut short, without its tags
+// field, or a page at a time with an unquoted relative Link header.
+func (l *Layer) shapeTagList(w http.ResponseWriter, r *http.Request, c Config) {
+	if c.TagListPage > 0 {
+		q := r.URL.Query()
+		q.Set("n", fmt.Sprint(c.TagListPage))
+		r.URL.RawQuery = q.Encode()
+	}
+	rec := &bufferRecorder{header: make(http.Header), status: http.StatusOK}
+	l.next.ServeHTTP(rec, r)
+	body := rec.body.Bytes()
+	for k, v := range rec.header {
+		w.Header()[k] = v
+	}
+	w.Header().Del("Content-Length")
+	if link := w.Header().Get("Link"); link != "" {
+		w.Header().Set("Link", strings.Replace(link, `rel="next"`, "rel=next", 1))
+	}
+	l.mu.Lock()
+	l.stats.Injected["tag-list"]++
+	l.mu.Unlock()
+	switch c.TagList {
+	case "cut":
+		body = body[:len(body)/2]
+	case "nofield":
+		body = []byte(`{"name":"x","repositories":[]}`)
+	}
+	w.WriteHeader(rec.status)
+	_, _ = w.Write(body)
 }
 
 // bufferRecorder keeps the registry's answer for the layer to change.
