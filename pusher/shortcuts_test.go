@@ -313,4 +313,3 @@ func TestPolicyBlockedLookUpIsUnknown(t *testing.T) {
 	reg.Faults.Reset(faults.Config{PolicyBlockFirst: 2})
 	allPushed(t, pushWithin(t, time.Minute, newPusher(t), img, tags))
 }
-
