@@ -322,7 +322,10 @@ func TestDryRunIsAPlan(t *testing.T) {
 				delete(inputs, "username")
 				delete(inputs, "password")
 			}
-			reg.Faults.Reset(faults.Config{})
+			// A round trip of 20 ms, as to a remote registry: a plan
+			// that started a blob phase would have sent its POSTs by the
+			// time the look-ups end (on loopback it might not yet).
+			reg.Faults.Reset(faults.Config{Latency: 20 * time.Millisecond})
 			r := newRunner(t, inputs)
 			if code := r.run(t); code != tt.code {
 				t.Errorf("exit %d, want %d:\n%s", code, tt.code, &r.stdout)
@@ -367,6 +370,11 @@ func TestDryRunIsAPlan(t *testing.T) {
 			st := reg.Faults.Stats()
 			if n := st.ByMethod[http.MethodPost] + st.ByMethod[http.MethodPatch] + st.ByMethod[http.MethodPut] + st.ByMethod[http.MethodDelete]; n != 0 {
 				t.Errorf("dry run wrote: %v", st.ByMethod)
+			}
+			// One check per blob, the plan's own: a blob phase (which would
+			// upload what it finds missing) checks them again.
+			if blobs := 3; st.BlobChecks > blobs {
+				t.Errorf("dry run checked blobs %d times for %d blobs: a blob phase ran", st.BlobChecks, blobs)
 			}
 		})
 	}

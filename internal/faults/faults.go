@@ -242,8 +242,8 @@ type Stats struct {
 	// Tokens counts the tokens the token server issued (TokenAuth).
 	Tokens int
 	// Reads counts GETs and HEADs of manifests, blobs and tag lists (not
-	// the ping, /v2/).
-	Reads int
+	// the ping, /v2/); BlobChecks the HEADs of blobs among them.
+	Reads, BlobChecks int
 	// FirstRequest and LastRequest are when the first and the last request
 	// since Reset arrived.
 	FirstRequest, LastRequest time.Time
@@ -558,6 +558,9 @@ func (l *Layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.stats.PeakReads = max(l.stats.PeakReads, l.reads)
 		if k.repo != "" {
 			l.stats.Reads++
+		}
+		if k.blob && r.Method == http.MethodHead {
+			l.stats.BlobChecks++
 		}
 	}
 	defer func() {
