@@ -91,6 +91,16 @@ func TestDockerEngineSourceBadInput(t *testing.T) {
 			}
 		})
 	}
+	// One images line of several naming an image the engine lacks (a typo
+	// in a service's name): nothing is pushed, not even the other images.
+	// The others were pushed (acme/api:1.4.2 overwritten), exit 1.
+	r := newRunner(t, map[string]string{"images": ociSource + " -> " + reg.Host + "/acme/api:1.4.2\n" +
+		"docker-daemon:tagpush-test/wrker:ci -> " + reg.Host + "/acme/worker:1.4.2"})
+	r.env["DOCKER_HOST"] = host
+	want := `images line 2: source docker-daemon:tagpush-test/wrker:ci: no image "tagpush-test/wrker:ci" in the Docker engine`
+	if code := r.run(t); code != job.ExitBadInput || !strings.Contains(r.stdout.String(), want) {
+		t.Errorf("images with a missing engine image: exit %d, want 2 saying %q:\n%s", code, want, &r.stdout)
+	}
 	if n := reg.Faults.Stats().Requests; n != 0 {
 		t.Errorf("the registry got %d requests", n)
 	}

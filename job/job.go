@@ -291,8 +291,8 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 			return nil, badInput(err)
 		}
 		pl.images = []pusher.Image{{Name: cfg.Source, Tags: tags, Open: pl.opener(j, cfg.Source, prep.Open)}}
-	} else if pl.images, err = j.images(pl, lines, tags, srcOpts); err != nil {
-		return nil, badInput(err)
+	} else if pl.images, err = j.images(ctx, pl, lines, tags, srcOpts); err != nil {
+		return nil, err
 	}
 	j.logPlan(pl)
 	return pl, nil
@@ -331,27 +331,39 @@ func (pl *plan) close() {
 	pl.opened = nil
 }
 
-// images are the images input's images: every source is checked before any
-// is opened (a wrong one is bad input, and nothing is pushed), and each opens
-// as the push runs, beside the others' uploads.
-func (j *job) images(pl *plan, lines []taglist.Image, tags []name.Tag, o source.Options) ([]pusher.Image, error) {
-	var errs []error
-	for _, l := range lines {
-		if err := source.Check(l.Source); err != nil {
-			errs = append(errs, fmt.Errorf("images line %d: %w", l.Line, err))
-		}
+// images are the images input's images. Every source is found before any
+// is opened, all at once (a Docker engine's image is asked for, an archive
+// or layout read far enough to know it holds an image, a registry's image
+// looked up): a wrong one is bad input naming its line, and nothing is
+// pushed. Each then opens as the push runs, beside the others' uploads (a
+// Docker engine's export).
+func (j *job) images(ctx context.Context, pl *plan, lines []taglist.Image, tags []name.Tag, o source.Options) ([]pusher.Image, error) {
+	preps := make([]*source.Prepared, len(lines))
+	errs := make([]error, len(lines))
+	var wg sync.WaitGroup
+	for i, l := range lines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, err := source.Prepare(ctx, l.Source, o)
+			if err != nil {
+				errs[i] = fmt.Errorf("images line %d: %w", l.Line, err)
+			}
+			preps[i] = p
+		}()
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil, context.Cause(ctx)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, badInput(err)
 	}
 	// tags are the items' tags, in order, with insecure registries allowed.
 	var out []pusher.Image
 	next := 0
-	for _, l := range lines {
-		spec := l.Source
-		out = append(out, pusher.Image{Name: spec, Tags: tags[next : next+len(l.Items)], Open: pl.opener(j, spec, func(ctx context.Context) (*source.Image, error) {
-			return source.Open(ctx, spec, o)
-		})})
+	for i, l := range lines {
+		out = append(out, pusher.Image{Name: l.Source, Tags: tags[next : next+len(l.Items)], Open: pl.opener(j, l.Source, preps[i].Open)})
 		next += len(l.Items)
 	}
 	return out, nil

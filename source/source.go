@@ -249,33 +249,6 @@ func parse(spec string) (form, error) {
 	return form{kindDaemon, spec}, nil
 }
 
-// Check says whether spec is a source that can be opened, as far as that
-// can be known without opening it: its form, that a file or layout exists,
-// that a name is an image reference. A run with several images checks every
-// one before it opens any (opening a Docker engine image exports it).
-func Check(spec string) error {
-	f, err := parse(strings.TrimSpace(spec))
-	if err != nil {
-		return err
-	}
-	switch f.kind {
-	case kindOCI, kindArchive:
-		path := f.rest
-		if i := strings.Index(path, "@sha256:"); i >= 0 && f.kind == kindOCI {
-			path = path[:i]
-		} else {
-			path, _ = splitRef(path)
-		}
-		if _, err := os.Stat(path); err != nil {
-			return fmt.Errorf("source %s: %w", quote.Value(spec), err)
-		}
-	default:
-		if _, err := name.ParseReference(f.rest); err != nil {
-			return fmt.Errorf("source %s: not an image reference: %w", quote.Value(spec), err)
-		}
-	}
-	return nil
-}
 
 func looksLikePath(s string) bool {
 	return strings.HasPrefix(s, "./") || strings.HasPrefix(s, "../") || strings.HasPrefix(s, "/") ||
