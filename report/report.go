@@ -275,22 +275,38 @@ func Headline(rep *pusher.Report) string {
 	return s
 }
 
-// atDigest says how many of rs hold the digest (or would): "2 of 3 at the
-// digest (1 pushed, 1 unchanged)", naming only the statuses there are.
-func atDigest(rs []pusher.Result) string {
+// atDigest says how many of rs hold the digest: "2 of 3 tags at the digest
+// (1 pushed, 1 unchanged)", naming only the statuses there are. In a plan,
+// where nothing holds what was not written, it counts what the plan says:
+// "3 tags: 1 would push, 1 would overwrite, 1 unchanged".
+func atDigest(rs []pusher.Result, plan bool) string {
+	statuses := []pusher.Status{pusher.StatusPushed, pusher.StatusUnchanged}
+	if plan {
+		statuses = []pusher.Status{pusher.StatusWouldPush, pusher.StatusWouldOverwrite, pusher.StatusUnchanged, pusher.StatusWouldFail, pusher.StatusCancelled}
+	}
 	ok := 0
 	var parts []string
-	for _, st := range []pusher.Status{pusher.StatusPushed, pusher.StatusWouldPush, pusher.StatusWouldOverwrite, pusher.StatusUnchanged} {
+	for _, st := range statuses {
 		if c := Count(rs, st); c > 0 {
 			ok += c
 			parts = append(parts, fmt.Sprintf("%d %s", c, st))
 		}
+	}
+	if plan {
+		return fmt.Sprintf("%d tag%s: %s", len(rs), plural(len(rs)), strings.Join(parts, ", "))
 	}
 	s := fmt.Sprintf("%d of %d tags at the digest", ok, len(rs))
 	if len(parts) > 0 {
 		s += " (" + strings.Join(parts, ", ") + ")"
 	}
 	return s
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 // byImage splits the results per image, in the order of rep.Images.
@@ -309,8 +325,8 @@ func byImage(rep *pusher.Report) [][]pusher.Result {
 
 // imageLine is the heading of one image's rows: how many of its tags hold it,
 // and its digest (or why it could not be read).
-func imageLine(img pusher.ImageResult, rs []pusher.Result) string {
-	s := img.Name + ": " + atDigest(rs)
+func imageLine(img pusher.ImageResult, rs []pusher.Result, plan bool) string {
+	s := img.Name + ": " + atDigest(rs, plan)
 	switch {
 	case img.Err != nil:
 		s += ", not read: " + pusher.Summary(img.Err)
@@ -387,7 +403,7 @@ func Markdown(rep *pusher.Report) string {
 	if len(rep.Images) > 1 {
 		for i, rs := range byImage(rep) {
 			img := rep.Images[i]
-			fmt.Fprintf(&b, "#### %s\n\n", mdCell(imageLine(img, rs)))
+			fmt.Fprintf(&b, "#### %s\n\n", mdCell(imageLine(img, rs, rep.DryRun)))
 			if img.Digest != "" {
 				fmt.Fprintf(&b, "Digest: `%s`\n\n", img.Digest)
 			}
@@ -410,7 +426,7 @@ func Markdown(rep *pusher.Report) string {
 	}
 	for _, reg := range order {
 		if len(order) > 1 {
-			fmt.Fprintf(&b, "#### %s: %s\n\n", reg, atDigest(groups[reg]))
+			fmt.Fprintf(&b, "#### %s: %s\n\n", reg, atDigest(groups[reg], rep.DryRun))
 		}
 		markdownRows(&b, groups[reg])
 	}
@@ -474,7 +490,7 @@ func Table(rep *pusher.Report) string {
 	fmt.Fprintf(&b, "%-*s  %-*s  %-12s  %8s  %9s  %s\n", swidth, "STATUS", width, "TAG", "DIGEST", "ATTEMPTS", "TIME", "ERROR")
 	if len(rep.Images) > 1 {
 		for i, rs := range byImage(rep) {
-			fmt.Fprintf(&b, "%s\n", quote.OneLine(imageLine(rep.Images[i], rs)))
+			fmt.Fprintf(&b, "%s\n", quote.OneLine(imageLine(rep.Images[i], rs, rep.DryRun)))
 			tableRows(&b, rs, swidth, width)
 		}
 		return b.String()

@@ -158,6 +158,27 @@ func TestRenderPlan(t *testing.T) {
 	if rows[1]["status"] != "would overwrite" || rows[1]["previous_digest"] == nil || rows[0]["previous_digest"] != nil {
 		t.Errorf("results %v", rows)
 	}
+
+	// With several images, each heading counts what the plan says: no tag
+	// holds a digest that was not written. They said "1 of 1 tags at the
+	// digest (1 would push)".
+	rep.Images = []pusher.ImageResult{{Name: "oci:a", Digest: digest}, {Name: "oci:b", Digest: digest}}
+	for i := range rep.Results {
+		rep.Results[i].Image = "oci:a"
+	}
+	rep.Results[3].Image = "oci:b"
+	res, err = Render(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"oci:a: 3 tags: 1 would push, 1 would overwrite, 1 unchanged", "oci:b: 1 tag: 1 would fail"} {
+		if !strings.Contains(res.Markdown, want) || !strings.Contains(res.Text, want) {
+			t.Errorf("headings lack %q:\n%s\n%s", want, res.Markdown, res.Text)
+		}
+	}
+	if strings.Contains(res.Markdown, "at the digest") {
+		t.Errorf("a plan's heading says tags are at the digest:\n%s", res.Markdown)
+	}
 }
 
 // Each tag's line says what became of it once: no "<nil>", no attempts for
