@@ -163,6 +163,40 @@ func TestTerminalFlagsAsTheEcosystemTakesThem(t *testing.T) {
 	}
 }
 
+// --output json prints one JSON document on every path: on bad input (exit
+// 2) too, where it printed nothing and `| jq` read empty input; and a failed
+// tag's error is whole there, with the chain under it in detail: it was cut
+// at 150 characters, inside the value.
+func TestOutputJSONOnEveryPath(t *testing.T) {
+	code, stdout, stderr := terminal(t, "", "--source", ociSource, "--tags", "127.0.0.1:1/acme/app:a", "--concurrency", "0", "--output", "json")
+	var bad struct {
+		OK       bool   `json:"ok"`
+		BadInput bool   `json:"bad_input"`
+		Error    string `json:"error"`
+		Results  []any  `json:"results"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &bad); err != nil || code != job.ExitBadInput {
+		t.Fatalf("bad input: exit %d, stdout not one JSON document (%v):\n%s\n%s", code, err, stdout, stderr)
+	}
+	if bad.OK || !bad.BadInput || !strings.Contains(bad.Error, "--concurrency") || bad.Results == nil {
+		t.Errorf("bad input document %+v", bad)
+	}
+
+	long := "acme/" + strings.Repeat("a-long-service-name-", 6) + "x"
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{DenyRepo: long, DenyStatus: 403}})
+	code, stdout, _ = terminal(t, "", "--source", ociSource, "--tags", reg.Host+"/"+long+":1", "--output", "json", "--max-attempts", "1")
+	var doc struct {
+		Results []struct{ Status, Error, Detail string }
+	}
+	if err := json.Unmarshal([]byte(stdout), &doc); err != nil || code != job.ExitFailed || len(doc.Results) != 1 {
+		t.Fatalf("exit %d, %v:\n%s", code, err, stdout)
+	}
+	r := doc.Results[0]
+	if r.Status != "failed" || !strings.HasSuffix(r.Error, "check the token has write access to this repository") || len(r.Error) < 160 || strings.Contains(r.Error, "…") || r.Detail == "" {
+		t.Errorf("failed tag's error %q, detail %q; want the whole sentence and its chain", r.Error, r.Detail)
+	}
+}
+
 // registry-auth for the host a registry: source reads from is used, with no
 // warning that no tag is bound for it; without credentials, the source's
 // refusal says what to give, not the registry's raw error.

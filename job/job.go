@@ -121,14 +121,41 @@ func (j *job) exit(err error) int {
 	case err == nil, errors.Is(err, config.ErrHelp):
 		return ExitOK
 	case errors.As(err, &in):
-		j.sys.BadInput(j.named(err.Error())+" (nothing was pushed)", j.log)
+		msg := j.named(err.Error()) + " (nothing was pushed)"
+		j.sys.BadInput(msg, j.log)
+		j.document(true, errors.New(msg))
 		return ExitBadInput
 	case errors.As(err, &failed):
 		return ExitFailed
 	default:
 		j.log.Failf("tagpush", "%v", err)
+		j.document(false, err)
 		return ExitFailed
 	}
+}
+
+// document prints the one JSON document --output json promises on a path
+// that ends before there are results, so that `| jq` never reads nothing.
+func (j *job) document(badInput bool, err error) {
+	if wantsJSON(j.env.Args) && j.env.Stdout != nil {
+		_, _ = io.WriteString(j.env.Stdout, report.ErrorDocument(badInput, err))
+	}
+}
+
+// wantsJSON reports whether the command line asks for --output json (a flag
+// only: no input or variable sets it). It is read from the arguments, since
+// the configuration that would say so may be what was wrong.
+func wantsJSON(args []string) bool {
+	for i, a := range args {
+		a = "-" + strings.TrimLeft(a, "-")
+		switch {
+		case a == "-output=json":
+			return true
+		case a == "-output" && i+1 < len(args) && args[i+1] == "json":
+			return true
+		}
+	}
+	return false
 }
 
 // plan is a run ready to push.

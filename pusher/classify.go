@@ -320,10 +320,15 @@ func (e *TagError) Unwrap() error { return e.Cause }
 // maxSummary is the longest summary shown, in characters.
 const maxSummary = 150
 
-// Summary is the one line to show for err: a TagError's Summary, or else the
-// error's text; control characters become spaces, and a longer line is cut
-// at maxSummary with "…".
+// Summary is the one line to show a person for err, in a table or an
+// annotation: Message, cut at maxSummary with "…".
 func Summary(err error) string {
+	return quote.Cut(Message(err), maxSummary)
+}
+
+// Message is what went wrong, whole, on one line, for scripts: a TagError's
+// Summary, or else the error's text; control characters become spaces.
+func Message(err error) string {
 	if err == nil {
 		return ""
 	}
@@ -332,7 +337,7 @@ func Summary(err error) string {
 	if errors.As(err, &te) {
 		s = te.Summary
 	}
-	return quote.Cut(quote.OneLine(s), maxSummary)
+	return quote.OneLine(s)
 }
 
 // explain turns the last error of a failed tag into a TagError whose summary

@@ -82,6 +82,20 @@ func Document(rep *pusher.Report) (string, error) {
 	return string(b) + "\n", nil
 }
 
+// ErrorDocument is the JSON object --output json prints when a run ends
+// before it has results (bad input, exit 2, or an error of its own): ok is
+// false, error says why, whole, and results is empty, so a script piping the
+// output into jq always gets one document.
+func ErrorDocument(badInput bool, err error) string {
+	b, _ := json.MarshalIndent(struct {
+		OK       bool     `json:"ok"`
+		BadInput bool     `json:"bad_input"`
+		Error    string   `json:"error"`
+		Results  []string `json:"results"`
+	}{false, badInput, quote.OneLine(err.Error()), []string{}}, "", "  ")
+	return string(b) + "\n"
+}
+
 // AllOK reports whether every tag holds the digest (pushed or unchanged),
 // or in a plan would hold it.
 func AllOK(rep *pusher.Report) bool {
@@ -154,7 +168,11 @@ type Entry struct {
 	Previous   string `json:"previous_digest,omitempty"`
 	Attempts   int    `json:"attempts"`
 	DurationMS int64  `json:"duration_ms"`
-	Error      string `json:"error"`
+	// Error is what went wrong and what to do, whole (tables and
+	// annotations shorten it; a script gets it all); Detail is the whole
+	// chain of causes under it, when it says more.
+	Error  string `json:"error"`
+	Detail string `json:"detail,omitempty"`
 	// Referrers is how many signatures, attestations and SBOMs went with the
 	// image to the tag's repository.
 	Referrers int `json:"referrers,omitempty"`
@@ -175,7 +193,10 @@ func Entries(results []pusher.Result) []Entry {
 			Referrers:  r.Referrers,
 		}
 		if r.Err != nil {
-			out[i].Error = pusher.Summary(r.Err)
+			out[i].Error = pusher.Message(r.Err)
+			if full := quote.OneLine(r.Err.Error()); full != out[i].Error {
+				out[i].Detail = full
+			}
 		}
 	}
 	return out
@@ -551,7 +572,7 @@ func Detail(r pusher.Result) string {
 		return ""
 	}
 	full := quote.OneLine(r.Err.Error())
-	if full == pusher.Summary(r.Err) {
+	if full == pusher.Summary(r.Err) || full == pusher.Message(r.Err) {
 		return ""
 	}
 	return r.Tag.String() + ": " + full

@@ -69,5 +69,13 @@ func Cut(s string, n int) string {
 	if utf8.RuneCountInString(s) <= n {
 		return s
 	}
-	return string([]rune(s)[:n-1]) + "…"
+	r := []rune(s)[:n-1]
+	// At a space where one is near the end, so that the cut falls between
+	// words rather than inside a name, an address or a digest.
+	for i := len(r) - 1; i >= len(r)*2/3; i-- {
+		if r[i] == ' ' {
+			return strings.TrimRight(string(r[:i]), " ,;:") + " …"
+		}
+	}
+	return string(r) + "…"
 }
