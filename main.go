@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string) int {
 	return job.Run(ctx, job.Env{
 		Args:    args,
 		Getenv:  os.Getenv,
+		Environ: os.Environ,
 		Stdin:   os.Stdin,
 		Stdout:  os.Stdout,
 		Stderr:  os.Stderr,

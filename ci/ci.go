@@ -32,6 +32,9 @@ func (k Kind) String() string {
 // Env is the process's environment and output streams (or a test's).
 type Env struct {
 	Getenv func(string) string
+	// Environ lists the environment as KEY=VALUE, for Strays; nil lists
+	// nothing.
+	Environ func() []string
 	Stdout io.Writer
 	Stderr io.Writer
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/tagpush/tagpush/internal/spell"
+
 	"fmt"
 	"io"
 	"strings"
@@ -72,30 +74,9 @@ func suggest(typed string) string {
 		names = append(names, o.Name)
 	}
 	for _, n := range names {
-		if d := editDistance(typed, n); d < bestD && d <= max(1, len(n)/4) {
+		if d := spell.Distance(typed, n); d < bestD && d <= max(1, len(n)/4) {
 			best, bestD = n, d
 		}
 	}
 	return best
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }

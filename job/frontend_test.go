@@ -101,7 +101,7 @@ func TestBadInputNamesTheInputAsTheFrontEndDoes(t *testing.T) {
 		var out bytes.Buffer
 		vars["BITBUCKET_BUILD_NUMBER"] = "1"
 		code := job.Run(context.Background(), job.Env{
-			Getenv: func(k string) string { return vars[k] },
+			Getenv: func(k string) string { return vars[k] }, Environ: environ(vars),
 			Stdout: &out, Stderr: &out, Version: "test",
 		})
 		return code, out.String()
@@ -160,6 +160,46 @@ func TestTerminalFlagsAsTheEcosystemTakesThem(t *testing.T) {
 	code, _, stderr = terminal(t, "", "--source", ociSource, "--source", "oci:./other", "--tags", reg.Host+"/acme/app:c")
 	if code != job.ExitBadInput || !strings.Contains(stderr, "--source is given twice") {
 		t.Errorf("a flag given twice: exit %d:\n%s", code, stderr)
+	}
+}
+
+// An action input or pipe variable one edit away from tagpush's own, or one
+// spelt another way, is refused before anything is read or pushed, naming
+// the one meant: `dryrun: true` on GitHub and DRYRUN on Bitbucket pushed
+// for real (GitHub said only "Unexpected input(s)"; Bitbucket "✔ Success").
+// Other unknown inputs are a warning; the runner's own variables are not
+// looked at.
+func TestMistypedInputsAreRefused(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	tag := reg.Host + "/acme/typo:1"
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		code int
+		want string
+	}{
+		{"github dryrun", map[string]string{"GITHUB_ACTIONS": "true", "INPUT_SOURCE": ociSource, "INPUT_TAGS": tag, "INPUT_DRYRUN": "true"}, job.ExitBadInput, "input dryrun is not one of tagpush's: did you mean dry-run?"},
+		{"github dry_run", map[string]string{"GITHUB_ACTIONS": "true", "INPUT_SOURCE": ociSource, "INPUT_TAGS": tag, "INPUT_DRY_RUN": "true"}, job.ExitBadInput, "did you mean dry-run?"},
+		{"github concurency", map[string]string{"GITHUB_ACTIONS": "true", "INPUT_SOURCE": ociSource, "INPUT_TAGS": tag, "INPUT_CONCURENCY": "2"}, job.ExitBadInput, "did you mean concurrency?"},
+		{"bitbucket DRYRUN", map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "SOURCE": ociSource, "TAGS": tag, "DRYRUN": "true"}, job.ExitBadInput, "variable DRYRUN is not one of the pipe's: did you mean DRY_RUN?"},
+		{"bitbucket OVERWRTE", map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "SOURCE": ociSource, "TAGS": tag, "OVERWRTE": "false"}, job.ExitBadInput, "did you mean OVERWRITE?"},
+		{"github unknown", map[string]string{"GITHUB_ACTIONS": "true", "INPUT_SOURCE": ociSource, "INPUT_TAGS": tag, "INPUT_LABELS": "x"}, job.ExitOK, "input labels is not one of tagpush's, and is ignored"},
+		{"bitbucket runner variables", map[string]string{"BITBUCKET_BUILD_NUMBER": "1", "BITBUCKET_TAG": "v1", "SOURCE": ociSource, "TAGS": tag, "TAGS_X": "", "HOME": "/root", "PIPELINE": "x"}, job.ExitOK, "1 of 1 tags"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			reg.Faults.Reset(faults.Config{})
+			var out bytes.Buffer
+			code := job.Run(context.Background(), job.Env{
+				Getenv: func(k string) string { return tt.env[k] }, Environ: environ(tt.env),
+				Stdout: &out, Stderr: &out, Version: "test", DockerConfig: authn.NewMultiKeychain(),
+			})
+			if code != tt.code || !strings.Contains(out.String(), tt.want) {
+				t.Errorf("exit %d, want %d saying %q:\n%s", code, tt.code, tt.want, &out)
+			}
+			if n := reg.Faults.Stats().Requests; tt.code == job.ExitBadInput && n != 0 {
+				t.Errorf("the registry got %d requests", n)
+			}
+		})
 	}
 }
 

@@ -43,6 +43,9 @@ const (
 type Env struct {
 	Args   []string
 	Getenv func(string) string
+	// Environ lists the environment (KEY=VALUE), to find inputs and
+	// variables tagpush does not know; nil lists none.
+	Environ func() []string
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
@@ -72,7 +75,7 @@ func (e *failedError) Error() string { return e.what }
 
 // Run runs the job and returns the process exit code.
 func Run(ctx context.Context, env Env) int {
-	sys := ci.Detect(ci.Env{Getenv: env.Getenv, Stdout: env.Stdout, Stderr: env.Stderr})
+	sys := ci.Detect(ci.Env{Getenv: env.Getenv, Environ: env.Environ, Stdout: env.Stdout, Stderr: env.Stderr})
 	j := &job{env: env, sys: sys, facts: sys.Facts()}
 	j.log = sys.Logger(j.facts.Debug)
 	// plan may point go-containerregistry's package-level loggers at this
@@ -179,6 +182,13 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 	inputs, err := j.sys.Inputs(config.Inputs())
 	if err != nil {
 		return nil, badInput(err)
+	}
+	strays, unknown := ci.Strays(j.sys, ci.Env{Getenv: j.env.Getenv, Environ: j.env.Environ}, config.Inputs())
+	if len(strays) > 0 {
+		return nil, badInput(errors.Join(strays...))
+	}
+	for _, w := range unknown {
+		j.log.Warnf("%s", w)
 	}
 	stdin := j.env.Stdin
 	if stdin == nil {

@@ -70,11 +70,23 @@ func (r *runner) run(t *testing.T, args ...string) int {
 	return job.Run(context.Background(), job.Env{
 		Args:         args,
 		Getenv:       func(k string) string { return r.env[k] },
+		Environ:      environ(r.env),
 		Stdout:       &r.stdout,
 		Stderr:       &r.stderr,
 		Version:      "test",
 		DockerConfig: authn.NewMultiKeychain(), // not this machine's ~/.docker/config.json
 	})
+}
+
+// environ lists env as os.Environ does.
+func environ(env map[string]string) func() []string {
+	return func() []string {
+		var out []string
+		for k, v := range env {
+			out = append(out, k+"="+v)
+		}
+		return out
+	}
 }
 
 func (r *runner) outputs(t *testing.T) map[string]string {
