@@ -35,8 +35,8 @@ type Env struct {
 	// Environ lists the environment as KEY=VALUE, for Strays; nil lists
 	// nothing.
 	Environ func() []string
-	Stdout io.Writer
-	Stderr io.Writer
+	Stdout  io.Writer
+	Stderr  io.Writer
 }
 
 // Input is one setting the CI system may give.

@@ -46,9 +46,9 @@ type Env struct {
 	// Environ lists the environment (KEY=VALUE), to find inputs and
 	// variables tagpush does not know; nil lists none.
 	Environ func() []string
-	Stdin  io.Reader
-	Stdout io.Writer
-	Stderr io.Writer
+	Stdin   io.Reader
+	Stdout  io.Writer
+	Stderr  io.Writer
 	// Version is stamped into the User-Agent.
 	Version string
 	// PusherOptions are applied after those from the configuration (the demo

@@ -249,7 +249,6 @@ func parse(spec string) (form, error) {
 	return form{kindDaemon, spec}, nil
 }
 
-
 func looksLikePath(s string) bool {
 	return strings.HasPrefix(s, "./") || strings.HasPrefix(s, "../") || strings.HasPrefix(s, "/") ||
 		strings.HasPrefix(s, "~") || strings.HasSuffix(s, ".tar") || strings.HasSuffix(s, ".tar.gz")
