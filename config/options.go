@@ -115,6 +115,7 @@ const (
 	OutputUnchanged = "unchanged"
 	OutputFailed    = "failed"
 	OutputDryRun    = "dry-run"
+	OutputTransfer  = "transfer"
 )
 
 // Outputs returns the action's outputs.
@@ -127,5 +128,6 @@ func Outputs() []Output {
 		{OutputUnchanged, "References that already held the digest, so nothing was written for them, one per line."},
 		{OutputFailed, "References that failed or were cancelled, one per line (in a dry run: those that would fail)."},
 		{OutputDryRun, "true when the run was a dry run: the other outputs are its plan, and nothing was written."},
+		{OutputTransfer, `JSON object of what went over the wire for blobs, per registry: {"ghcr.io":{"blobs_uploaded":2,"bytes_uploaded":1048576,"blobs_mounted":1,"blobs_reused":4}} (empty in a dry run).`},
 	}
 }

@@ -41,8 +41,15 @@ func TestImagesInOneStep(t *testing.T) {
 			t.Errorf("result %+v, want pushed from %s", e, want)
 		}
 	}
+	var transfer map[string]struct {
+		Uploaded int   `json:"blobs_uploaded"`
+		Bytes    int64 `json:"bytes_uploaded"`
+	}
+	if err := json.Unmarshal([]byte(out["transfer"]), &transfer); err != nil || transfer[reg.Host].Uploaded == 0 || transfer[reg.Host].Bytes == 0 {
+		t.Errorf("transfer output %q (%v); want the blobs uploaded to %s", out["transfer"], err, reg.Host)
+	}
 	summary, _ := os.ReadFile(r.report)
-	for _, want := range []string{"3 of 3 tags pushed (2 images)", "#### " + ociSource + ": 2 of 2 tags at the digest", "#### " + archive + ": 1 of 1 tags at the digest"} {
+	for _, want := range []string{"3 of 3 tags pushed (2 images)", "sent to " + reg.Host + ": ", "sent for " + ociSource + ": ", "#### " + ociSource + ": 2 of 2 tags at the digest", "#### " + archive + ": 1 of 1 tags at the digest"} {
 		if !strings.Contains(string(summary), want) {
 			t.Errorf("summary lacks %q:\n%s", want, summary)
 		}

@@ -151,7 +151,7 @@ func (rs *repoState) writeContent(ctx context.Context, c *content) (int, verdict
 	err := run(len(c.blobs), func(i int) (int, verdict, error) {
 		b := c.blobs[i]
 		ph, err := join(rs, ctx, rs.blobs, b.digest, func(ctx context.Context) (int, verdict, error) {
-			return rs.ensureBlob(ctx, b)
+			return rs.ensureBlob(ctx, b, c.name)
 		})
 		if ph == nil {
 			return 0, verdictOf(ctx, err), err
@@ -211,13 +211,17 @@ func (rs *repoState) putChild(ctx context.Context, ch child) (int, verdict, erro
 // homeIdle: a stalled repository fails its own tags, never another's, which
 // then uploads the blob itself. A registry: source on the same registry is a
 // home too.
-func (rs *repoState) ensureBlob(ctx context.Context, b blob) (int, verdict, error) {
+func (rs *repoState) ensureBlob(ctx context.Context, b blob, image string) (int, verdict, error) {
 	r := rs.run
 	what := rs.label(b.digest)
 	if r.chunkedOnly(rs.reg.host) {
-		return r.writes(ctx, rs.reg, what, true, func(ctx context.Context, _ int) error {
+		a, v, err := r.writes(ctx, rs.reg, what, true, func(ctx context.Context, _ int) error {
 			return r.underSlot(ctx, rs.reg, func() error { return rs.uploadWithPusher(ctx, b) })
 		})
+		if err == nil {
+			r.noteWire(rs.reg.host, image, blobUploaded, b.size)
+		}
+		return a, v, err
 	}
 	exists := func(ctx context.Context) (bool, error) {
 		var found bool
@@ -235,7 +239,13 @@ func (rs *repoState) ensureBlob(ctx context.Context, b blob) (int, verdict, erro
 		}
 		return found, nil
 	}
-	if found, err := exists(ctx); err != nil || found {
+	reused := func(found bool, err error) bool {
+		if err == nil && found {
+			r.noteWire(rs.reg.host, image, blobReused, b.size)
+		}
+		return err != nil || found
+	}
+	if found, err := exists(ctx); reused(found, err) {
 		return 1, verdictOf(ctx, err), err
 	}
 	from := sourceRepository(b.layer, rs.reg.host)
@@ -253,19 +263,25 @@ func (rs *repoState) ensureBlob(ctx context.Context, b blob) (int, verdict, erro
 			if ok {
 				from = h.repo
 			}
-			if found, err := exists(ctx); err != nil || found {
+			if found, err := exists(ctx); reused(found, err) {
 				return 1, verdictOf(ctx, err), err
 			}
 		}
 	}
+	how := blobUploaded
 	a, v, err := r.writes(ctx, rs.reg, what, true, func(ctx context.Context, attempt int) error {
 		if attempt > 1 {
+			// Found now, it is the earlier attempt's upload, whose answer
+			// was lost: it went over the wire.
 			if found, err := exists(ctx); err != nil || found {
 				return err
 			}
 		}
 		return r.underSlot(ctx, rs.reg, func() error {
-			err := rs.upload(ctx, b, &from, home)
+			mounted, err := rs.upload(ctx, b, &from, home)
+			if mounted {
+				how = blobMounted
+			}
 			if refusesMonolithic(err) {
 				// Take the registry at its word: chunked uploads from now
 				// on, starting with this blob, in this attempt.
@@ -282,6 +298,9 @@ func (rs *repoState) ensureBlob(ctx context.Context, b blob) (int, verdict, erro
 		rs.reg.settle(home, err == nil)
 	} else if err == nil {
 		rs.reg.noteHome(b.digest, rs.repo.RepositoryStr())
+	}
+	if err == nil {
+		r.noteWire(rs.reg.host, image, how, b.size)
 	}
 	return a, v, err
 }
@@ -318,28 +337,28 @@ func awaitHome(ctx context.Context, h *blobHome) (ok bool, err error) {
 // in one PUT into an upload session (the one a refused mount opened, or a new
 // one). A mount is asked once: *from is cleared, so a later attempt uploads.
 // Bytes sent count as the progress of home, when the blob's home is ours.
-func (rs *repoState) upload(ctx context.Context, b blob, from *string, home *blobHome) error {
+func (rs *repoState) upload(ctx context.Context, b blob, from *string, home *blobHome) (mounted bool, err error) {
 	rc := rs.rc
 	var s *registry.Session
 	if *from != "" && !rs.run.client.MountsRefused(rs.reg.host) {
 		mounted, sess, err := rc.Mount(ctx, b.digest, *from)
 		*from = ""
 		if mounted {
-			return nil
+			return true, nil
 		}
 		var terr *transport.Error
 		if err != nil && !errors.As(err, &terr) {
-			return err // no answer: the next attempt uploads
+			return false, err // no answer: the next attempt uploads
 		}
 		s = sess // nil after a refusal with another status: upload plainly
 	}
 	if s == nil {
 		var err error
 		if s, err = rc.StartUpload(ctx); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return s.Put(ctx, b.digest, b.size, func() (io.ReadCloser, error) {
+	return false, s.Put(ctx, b.digest, b.size, func() (io.ReadCloser, error) {
 		rc, err := b.layer.Compressed()
 		if err != nil {
 			return nil, &SourceError{Err: fmt.Errorf("open blob %s: %w", b.digest, err)}

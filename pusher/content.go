@@ -12,6 +12,8 @@ import (
 // content is what a push writes to every repository: the blobs, an index's
 // child manifests (children before parents), and the manifest the tags name.
 type content struct {
+	// name is the image's name in the results (Image.Name).
+	name      string
 	top       remote.Taggable
 	digest    v1.Hash
 	raw       []byte

@@ -131,6 +131,19 @@ func TestOneImageToSeveralRepositoriesUploadsOnce(t *testing.T) {
 	if st.BlobBytes != size || st.Mounts != 2*len(blobs) {
 		t.Errorf("%d blob bytes sent and %d mounts; want the image's %d once and %d mounts", st.BlobBytes, st.Mounts, size, 2*len(blobs))
 	}
+	// The report says so: what the registry saw, per registry and image.
+	want := pusher.Wire{Uploaded: len(blobs), UploadedBytes: size, Mounted: 2 * len(blobs)}
+	if got := rep.Stats.Wire[reg.Host]; got != want {
+		t.Errorf("reported %+v for the registry, want %+v", got, want)
+	}
+	if got := rep.Images[0].Wire; got != want {
+		t.Errorf("reported %+v for the image, want %+v", got, want)
+	}
+	// A re-run sends nothing: every blob is already there.
+	again := pushWithin(t, time.Minute, newPusher(t), img, tags)
+	if got := again.Stats.Wire[reg.Host]; got.Uploaded != 0 || got.Mounted != 0 {
+		t.Errorf("re-run reported %+v", got)
+	}
 }
 
 // A registry that will not mount answers with an upload session: the blob

@@ -108,7 +108,41 @@ type Stats struct {
 	PeakConcurrency map[string]int
 	// FinalLimit is, per registry, the concurrency limit at the end of the run.
 	FinalLimit map[string]int
+	// Wire is, per registry, what the run's blobs cost there.
+	Wire map[string]Wire
 }
+
+// Wire is what went over the wire for blobs: how many were uploaded (and
+// their bytes), mounted from another repository of the registry, or found
+// there already (reused). A blob several tags or images share counts once
+// per repository that needed it; per image, under the image that got it there.
+type Wire struct {
+	Uploaded      int   `json:"blobs_uploaded"`
+	UploadedBytes int64 `json:"bytes_uploaded"`
+	Mounted       int   `json:"blobs_mounted"`
+	Reused        int   `json:"blobs_reused"`
+}
+
+func (w *Wire) add(how blobHow, size int64) {
+	switch how {
+	case blobUploaded:
+		w.Uploaded++
+		w.UploadedBytes += size
+	case blobMounted:
+		w.Mounted++
+	case blobReused:
+		w.Reused++
+	}
+}
+
+// blobHow is how a blob came to be in a repository.
+type blobHow int
+
+const (
+	blobUploaded blobHow = iota
+	blobMounted
+	blobReused
+)
 
 // Report is the outcome of a run: one result per tag, in the order of the
 // images and of their tags.
@@ -157,6 +191,8 @@ type ImageResult struct {
 	Digest string
 	// Err is why the image could not be opened or read; its tags failed.
 	Err error
+	// Wire is what the image's blobs cost, over every registry.
+	Wire Wire
 }
 
 // Pusher pushes images to tags. It is safe to use for one run at a time.
@@ -282,6 +318,13 @@ func (p *Pusher) push(ctx context.Context, images []opened, plan bool) *Report {
 	}
 	rep.Uploads = r.uploadPlans
 	rep.Stats = r.stats()
+	r.mu.Lock()
+	for i := range rep.Images {
+		if w := r.imageWire[rep.Images[i].Name]; w != nil {
+			rep.Images[i].Wire = *w
+		}
+	}
+	r.mu.Unlock()
 	return rep
 }
 
@@ -300,6 +343,7 @@ func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (Image
 		return res, runs
 	}
 	res.Digest = c.digest.String()
+	c.name = img.name
 	dests := make(map[name.Repository]*destination)
 	var order []*destination
 	runs := make([]*tagRun, len(img.tags))
@@ -384,6 +428,8 @@ type run struct {
 
 	mu          sync.Mutex
 	dests       map[string]*regState // the destination registries, by host
+	wire        map[string]*Wire     // by registry
+	imageWire   map[string]*Wire     // by image name
 	repos       map[name.Repository]*repoState
 	faults      map[Fault]int
 	readFaults  map[Fault]int
@@ -436,6 +482,26 @@ func (r *run) remoteOptions() []remote.Option {
 		remote.WithRetryPredicate(func(error) bool { return false }),
 		remote.WithRetryStatusCodes(),
 	}
+}
+
+// noteWire counts how one blob came to be in a repository of host.
+func (r *run) noteWire(host, image string, how blobHow, size int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	wireOf(&r.wire, host).add(how, size)
+	wireOf(&r.imageWire, image).add(how, size)
+}
+
+func wireOf(m *map[string]*Wire, key string) *Wire {
+	if *m == nil {
+		*m = make(map[string]*Wire)
+	}
+	w := (*m)[key]
+	if w == nil {
+		w = &Wire{}
+		(*m)[key] = w
+	}
+	return w
 }
 
 func (r *run) noteFault(f Fault, read bool) {
@@ -493,6 +559,10 @@ func (r *run) stats() Stats {
 		BackoffWait:     r.waited,
 		PeakConcurrency: make(map[string]int),
 		FinalLimit:      make(map[string]int),
+		Wire:            make(map[string]Wire),
+	}
+	for host, w := range r.wire {
+		s.Wire[host] = *w
 	}
 	for f, n := range r.faults {
 		if f != faultCancelled {

@@ -27,6 +27,10 @@ func Render(rep *pusher.Report) (ci.Results, error) {
 	if err != nil {
 		return ci.Results{}, err
 	}
+	transfer, err := Transfer(rep)
+	if err != nil {
+		return ci.Results{}, err
+	}
 	text := Table(rep)
 	for _, line := range notes(rep) {
 		text += line + "\n"
@@ -53,6 +57,7 @@ func Render(rep *pusher.Report) (ci.Results, error) {
 		config.OutputUnchanged: refs(rep.Results, func(s pusher.Status) bool { return s == pusher.StatusUnchanged }),
 		config.OutputFailed:    refs(rep.Results, func(s pusher.Status) bool { return !s.OK() && s != pusher.StatusUnchanged }),
 		config.OutputDryRun:    dryRun,
+		config.OutputTransfer:  transfer,
 	}
 	for _, o := range config.Outputs() {
 		v, ok := values[o.Name]
@@ -113,6 +118,7 @@ func AllOK(rep *pusher.Report) bool {
 func notes(rep *pusher.Report) []string {
 	var out []string
 	out = append(out, UploadLines(rep)...)
+	out = append(out, WireLines(rep)...)
 	if line := ReferrersLine(rep.Results); line != "" {
 		out = append(out, line)
 	}
@@ -120,6 +126,52 @@ func notes(rep *pusher.Report) []string {
 		out = append(out, line)
 	}
 	return out
+}
+
+// WireLines say what went over the wire for blobs, per registry and, with
+// several images, per image: "ghcr.io: 3 blobs uploaded (48.3 MiB), 2
+// mounted, 5 already there". A plan, which sends nothing, has none.
+func WireLines(rep *pusher.Report) []string {
+	if rep.DryRun {
+		return nil
+	}
+	var out []string
+	for _, reg := range slices.Sorted(maps.Keys(rep.Stats.Wire)) {
+		out = append(out, "sent to "+reg+": "+wireText(rep.Stats.Wire[reg]))
+	}
+	if len(rep.Images) > 1 {
+		for _, img := range rep.Images {
+			if img.Wire != (pusher.Wire{}) {
+				out = append(out, "sent for "+img.Name+": "+wireText(img.Wire))
+			}
+		}
+	}
+	return out
+}
+
+func wireText(w pusher.Wire) string {
+	parts := []string{fmt.Sprintf("%d blob%s uploaded (%s)", w.Uploaded, plural(w.Uploaded), Bytes(w.UploadedBytes))}
+	if w.Mounted > 0 {
+		parts = append(parts, fmt.Sprintf("%d mounted from another repository", w.Mounted))
+	}
+	if w.Reused > 0 {
+		parts = append(parts, fmt.Sprintf("%d already there", w.Reused))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Transfer is the transfer output: what went over the wire for blobs, per
+// registry, as a JSON object.
+func Transfer(rep *pusher.Report) (string, error) {
+	w := rep.Stats.Wire
+	if w == nil || rep.DryRun {
+		w = map[string]pusher.Wire{}
+	}
+	b, err := json.Marshal(w)
+	if err != nil {
+		return "", fmt.Errorf("encode transfer: %w", err)
+	}
+	return string(b), nil
 }
 
 // UploadLines say, in a plan, what each repository lacks of each image.
