@@ -35,6 +35,7 @@ type Config struct {
 	Concurrency   int
 	Adaptive      bool
 	Overwrite     bool
+	Atomic        bool
 	Referrers     bool
 	MaxAttempts   int
 	RetryDelay    time.Duration
@@ -215,6 +216,7 @@ func parse(v map[string]string) (*Config, error) {
 	c.Timeout = durOpt("timeout")
 	c.Adaptive = boolOpt("adaptive")
 	c.Overwrite = boolOpt("overwrite")
+	c.Atomic = boolOpt("atomic")
 	c.Referrers = boolOpt("referrers")
 	c.FailOnError = boolOpt("fail-on-error")
 	c.DryRun = boolOpt("dry-run")

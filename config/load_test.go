@@ -36,6 +36,7 @@ var sample = map[string]struct {
 	"timeout":             {"2m0s", func(c *Config) string { return c.Timeout.String() }},
 	"referrers":           {"false", func(c *Config) string { return fmt.Sprint(c.Referrers) }},
 	"overwrite":           {"false", func(c *Config) string { return fmt.Sprint(c.Overwrite) }},
+	"atomic":              {"true", func(c *Config) string { return fmt.Sprint(c.Atomic) }},
 	"fail-on-error":       {"false", func(c *Config) string { return fmt.Sprint(c.FailOnError) }},
 	"dry-run":             {"true", func(c *Config) string { return fmt.Sprint(c.DryRun) }},
 	"debug":               {"true", func(c *Config) string { return fmt.Sprint(c.Debug) }},

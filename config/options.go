@@ -90,6 +90,8 @@ func Options() []Option {
 			Description: "Push the image's signatures, attestations and SBOMs with it: OCI referrers and cosign's sha256-<hex>.sig/.att/.sbom tags, from registry: and oci: sources, to every destination repository."},
 		{Name: "overwrite", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: strconv.FormatBool(pusher.DefaultOverwrite),
 			Description: "Write a tag that already points at another digest. With false, such a tag is left as it is and reported failed (exit 1); tags already at this digest are unchanged either way."},
+		{Name: "atomic", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "false",
+			Description: "Move tags that already point at another digest (the floating ones: latest, 1.4) only after every other tag of the run is pushed and verified; when any tag fails, none is left moved (one already moved is put back to the digest it held, and verified). Without it, such tags are still written after the new ones."},
 		{Name: "fail-on-error", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "true",
 			Description: "Exit 1 when any tag failed."},
 		{Name: "dry-run", Group: GroupBehaviour, Placeholder: "true|false", Kind: Bool, Default: "false",

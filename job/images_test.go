@@ -95,3 +95,31 @@ func TestImagesBadInputPushesNothing(t *testing.T) {
 		})
 	}
 }
+
+// atomic: true holds a release's floating tags back when one of its new
+// tags fails: the workflow's latest keeps the previous release, the log and
+// the results say so, and the run fails.
+func TestAtomicInputHoldsFloatingTags(t *testing.T) {
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	const archive = "docker-archive:../testdata/image.tar"
+	mustRun(t, newRunner(t, map[string]string{"source": archive, "tags": reg.Host + "/acme/rel:latest"}))
+	reg.Faults.Reset(faults.Config{DenyTagPut: "acme/rel:1.4.3"})
+	r := newRunner(t, map[string]string{"source": ociSource, "tags": reg.Host + "/acme/rel:1.4.3\n" + reg.Host + "/acme/rel:latest", "atomic": "true"})
+	if code := r.run(t); code != job.ExitFailed {
+		t.Fatalf("exit %d, want 1:\n%s", code, &r.stdout)
+	}
+	out := r.outputs(t)
+	var results []report.Entry
+	if err := json.Unmarshal([]byte(out["results"]), &results); err != nil || len(results) != 2 {
+		t.Fatalf("results %q: %v", out["results"], err)
+	}
+	if e := results[1]; e.Status != "failed" || !strings.Contains(e.Error, "held back at sha256:") {
+		t.Errorf("latest: %+v; want failed, held back", e)
+	}
+	if !strings.Contains(r.stdout.String(), "held back at") {
+		t.Errorf("the log does not say latest was held back:\n%s", &r.stdout)
+	}
+	if puts := reg.Faults.Stats().ManifestPutTimes["/v2/acme/rel/manifests/latest"]; len(puts) != 0 {
+		t.Errorf("latest was written %d times", len(puts))
+	}
+}

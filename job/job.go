@@ -294,6 +294,7 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 		pusher.WithConcurrency(cfg.Concurrency),
 		pusher.WithAdaptive(cfg.Adaptive),
 		pusher.WithOverwrite(cfg.Overwrite),
+		pusher.WithAtomic(cfg.Atomic),
 		pusher.WithRetry(cfg.MaxAttempts, cfg.RetryDelay, cfg.MaxRetryDelay),
 		pusher.WithTimeout(cfg.Timeout),
 		pusher.WithUserAgent("tagpush/" + j.env.Version),

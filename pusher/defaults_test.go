@@ -24,6 +24,7 @@ func TestDefaultsMatchTheTable(t *testing.T) {
 		"concurrency":     cfg.Concurrency,
 		"adaptive":        cfg.Adaptive,
 		"overwrite":       cfg.Overwrite,
+		"atomic":          cfg.Atomic,
 		"max-attempts":    cfg.MaxAttempts,
 		"retry-delay":     cfg.RetryDelay,
 		"max-retry-delay": cfg.MaxRetryDelay,

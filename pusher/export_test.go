@@ -9,6 +9,7 @@ func Settings(p *Pusher) map[string]any {
 		"concurrency":     c.concurrency,
 		"adaptive":        c.adaptive,
 		"overwrite":       c.overwrite,
+		"atomic":          c.atomic,
 		"max-attempts":    c.maxAttempts,
 		"retry-delay":     c.retryDelay,
 		"max-retry-delay": c.maxRetryDelay,

@@ -23,6 +23,7 @@ type config struct {
 	concurrency   int
 	adaptive      bool
 	overwrite     bool
+	atomic        bool
 	probeAfter    time.Duration
 	readBudget    int
 	maxAttempts   int
@@ -154,6 +155,13 @@ func WithConcurrency(n int) Option {
 // (true, the default) or left as it is and reported failed.
 func WithOverwrite(on bool) Option {
 	return func(c *config) error { c.overwrite = on; return nil }
+}
+
+// WithAtomic holds the tags that already point at another digest (floating
+// tags) until every other tag of the run is pushed and verified, and puts
+// back any it moved when a tag of the run fails.
+func WithAtomic(on bool) Option {
+	return func(c *config) error { c.atomic = on; return nil }
 }
 
 // WithAdaptive turns adaptive concurrency on (the default) or off.

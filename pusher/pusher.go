@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -292,6 +293,9 @@ func (p *Pusher) push(ctx context.Context, images []opened, plan bool) *Report {
 			r.repo(tag.Repository)
 		}
 	}
+	if !plan {
+		r.barriers(images)
+	}
 	stopProgress := r.reportProgress()
 	rep := &Report{DryRun: plan, Images: make([]ImageResult, len(images))}
 	runs := make([][]*tagRun, len(images))
@@ -334,6 +338,9 @@ func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (Image
 	res := ImageResult{Name: img.name}
 	c, err := img.open(ctx)
 	if err != nil {
+		if !r.planning {
+			r.passBarriers(img.tags)
+		}
 		res.Err = err
 		runs := make([]*tagRun, len(img.tags))
 		for i, tag := range img.tags {
@@ -425,6 +432,11 @@ type run struct {
 	phaseCtx     context.Context
 	cancelPhases context.CancelFunc
 	phases       sync.WaitGroup
+
+	// fresh and moved are the run's barriers, and failed says a tag of the
+	// run failed: atomic runs move floating tags by them (atomic.go).
+	fresh, moved sync.WaitGroup
+	failed       atomic.Bool
 
 	mu          sync.Mutex
 	dests       map[string]*regState // the destination registries, by host

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"net/http"
 	"slices"
 	"sync"
@@ -45,6 +46,8 @@ type destination struct {
 	// ctx ends at the tags' deadline (the timeout input) or with the run.
 	ctx    context.Context
 	cancel context.CancelFunc
+	// passedFresh and passedMoved pass the run's barriers (atomic.go).
+	passedFresh, passedMoved sync.Once
 }
 
 // tagRun is one tag's share of a run.
@@ -81,9 +84,16 @@ func (d *destination) unfinished() []*tagRun {
 	return out
 }
 
-// pushDestination runs the four steps for every tag of d.
+// pushDestination runs the four steps for every tag of d: the tags that are
+// new to the repository first, then those that move from another digest
+// (floating tags: latest, 1.4), so that a release whose new tags fail has
+// not moved its floating ones yet. With atomic, the moving tags wait for
+// every new tag of the run, and are held back, or put back, when any tag of
+// the run fails (atomic.go).
 func (r *run) pushDestination(d *destination) {
 	defer d.cancel()
+	defer d.freshDone()
+	defer d.movedDone()
 	rs := d.rs
 	todo := r.lookUp(d, rs.rc, func() { rs.start(d.c) })
 	if len(todo) == 0 {
@@ -100,18 +110,49 @@ func (r *run) pushDestination(d *destination) {
 		}
 		return
 	}
-	// Every tag at once: the registry's write limit bounds the PUTs, each
-	// slot taken for one request, so a tag that waits (for a blob phase a
-	// lost blob started again, a retry, a read) keeps no other tag out.
-	var wg sync.WaitGroup
+	var fresh, moving []*tagRun
 	for _, t := range todo {
+		if t.before != (v1.Hash{}) {
+			moving = append(moving, t)
+		} else {
+			fresh = append(fresh, t)
+		}
+	}
+	for t, err := range r.writeTags(fresh) {
+		r.finishTag(t, err)
+	}
+	d.freshDone()
+	if !r.cfg.atomic {
+		for t, err := range r.writeTags(moving) {
+			r.finishTag(t, err)
+		}
+		return
+	}
+	r.moveAtomically(d, moving)
+}
+
+// writeTags writes and verifies tags all at once, and yields how each
+// ended. The registry's write limit bounds the PUTs, each slot taken for one
+// request, so a tag that waits (for a blob phase a lost blob started again,
+// a retry, a read) keeps no other tag out.
+func (r *run) writeTags(tags []*tagRun) iter.Seq2[*tagRun, error] {
+	errs := make([]error, len(tags))
+	var wg sync.WaitGroup
+	for i, t := range tags {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.writeTag(t)
+			errs[i] = r.writeTag(t)
 		}()
 	}
 	wg.Wait()
+	return func(yield func(*tagRun, error) bool) {
+		for i, t := range tags {
+			if !yield(t, errs[i]) {
+				return
+			}
+		}
+	}
 }
 
 // lookUp reads what each tag of d holds now, all at once (the read budget
@@ -222,8 +263,8 @@ func (r *run) readTag(ctx context.Context, rd registry.Reader, reg *regState, ta
 	return got, found, err
 }
 
-// writeTag writes and verifies one tag.
-func (r *run) writeTag(t *tagRun) {
+// writeTag writes and verifies one tag, and says how it ended.
+func (r *run) writeTag(t *tagRun) error {
 	err := r.put(t)
 	if err == nil && !t.unchanged {
 		err = r.verify(t.d.ctx, t, r.cfg.verifyWindow, true)
@@ -236,7 +277,7 @@ func (r *run) writeTag(t *tagRun) {
 			}
 		}
 	}
-	r.finishTag(t, r.landed(t, err))
+	return r.landed(t, err)
 }
 
 // put sends the tag's manifest PUT under the write retry policy.
@@ -419,6 +460,9 @@ func (r *run) sourceFailed(t *tagRun, image string, err error) {
 		res.Status = StatusWouldFail
 	}
 	t.result = &res
+	if res.Status.Failed() || res.Status == StatusCancelled {
+		r.failed.Store(true)
+	}
 	if r.cfg.events.TagDone != nil {
 		r.cfg.events.TagDone(res)
 	}
@@ -477,6 +521,9 @@ func (r *run) finishTag(t *tagRun, err error) {
 		}
 	}
 	t.result = &res
+	if res.Status.Failed() || res.Status == StatusCancelled {
+		r.failed.Store(true)
+	}
 	if r.cfg.events.TagDone != nil {
 		r.cfg.events.TagDone(res)
 	}

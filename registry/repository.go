@@ -245,6 +245,29 @@ func (r *Repository) getManifest(ctx context.Context, ref string) (v1.Hash, erro
 	return d, err
 }
 
+// Manifest reads the manifest ref names (GET), with its media type.
+func (r *Repository) Manifest(ctx context.Context, ref string) ([]byte, types.MediaType, error) {
+	var (
+		raw []byte
+		mt  types.MediaType
+	)
+	err := r.read(ctx, http.MethodGet, r.manifestURL(ref), readTimeout, func(resp *http.Response) error {
+		if err := transport.CheckError(resp, http.StatusOK); err != nil {
+			return err
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
+		if err != nil {
+			return fmt.Errorf("read manifest %s: %w", ref, err)
+		}
+		if len(b) > maxManifestBytes {
+			return fmt.Errorf("manifest %s is larger than %d bytes", ref, maxManifestBytes)
+		}
+		raw, mt = b, types.MediaType(resp.Header.Get("Content-Type"))
+		return nil
+	})
+	return raw, mt, err
+}
+
 // BlobExists reports whether the repository has the blob.
 func (r *Repository) BlobExists(ctx context.Context, d v1.Hash) (bool, error) {
 	var exists bool

@@ -172,6 +172,9 @@ type Config struct {
 	TagPutStatus  int
 	TagPutCode    string
 	TagPutMessage string
+	// DenyTagPut answers every manifest PUT to this tag (REPO:TAG) 403
+	// DENIED: one tag of a release that the registry refuses.
+	DenyTagPut string
 	// PolicyBlockFirst answers the first n reads of a manifest by tag 412,
 	// as Harbor does under a vulnerability policy.
 	PolicyBlockFirst int
@@ -428,6 +431,9 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 	case k.mount && c.MountStatus != 0:
 		d.status, d.fault = c.MountStatus, "mount-refused"
 		d.body = ociError("DENIED", "requested access to the resource is denied")
+	case manifestPut && c.DenyTagPut != "" && r.URL.Path == "/v2/"+strings.Replace(c.DenyTagPut, ":", "/manifests/", 1):
+		d.status, d.fault = http.StatusForbidden, "deny-tag"
+		d.body = ociError("DENIED", "tag is protected")
 	case manifestPut && !isDigest(r.URL.Path) && c.TagPutStatus != 0:
 		d.status, d.fault = c.TagPutStatus, "tag-put"
 		d.body = ociError(cmp.Or(c.TagPutCode, "DENIED"), cmp.Or(c.TagPutMessage, "denied"))
