@@ -1,17 +1,18 @@
 package config
 
 import (
-	"github.com/tagpush/tagpush/internal/spell"
-
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/tagpush/tagpush/internal/spell"
 )
 
 // Help writes tagpush's help: how to call it, every option by group with a
 // placeholder for its value, and a few examples.
 func Help(w io.Writer) {
 	fmt.Fprint(w, `Usage: tagpush --source SOURCE --tags TAGS [flags]
+       tagpush --images 'SOURCE -> TAG, TAG' [--images ...] [flags]
        tagpush demo [--faults MODE]
        tagpush --version | -v
 
@@ -44,6 +45,8 @@ Examples:
           --tags ghcr.io/acme/app:1.4.2,registry.example.com/acme/app:1.4.2 \
           --registry-auth "$(printf 'ghcr.io=ci:%s\nregistry.example.com=ci:%s' "$T1" "$T2")"
   tagpush --source oci:./build/image --tags localhost:5000/app:dev --dry-run
+  tagpush --images "docker-daemon:api:ci -> ghcr.io/acme/api:1.4.3, ghcr.io/acme/api:latest" \
+          --images "docker-daemon:web:ci -> ghcr.io/acme/web:1.4.3, ghcr.io/acme/web:latest" --atomic
 `)
 }
 

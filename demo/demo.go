@@ -124,6 +124,9 @@ func Run(ctx context.Context, args []string, image fs.FS, stdout, stderr io.Writ
 // the first writes of each kind get the fault, then the rate goes on.
 func showAtDemoSize(mode string, cfg *faults.Config) {
 	switch mode {
+	case "ghcr":
+		// A quiet machine's 8 tags may never put 3 writes in flight.
+		cfg.FailWritesFirst = max(cfg.FailWritesFirst, 2)
 	case "429", "429-ghcr":
 		cfg.TooManyFirst = max(cfg.TooManyFirst, 2)
 	case "reset":

@@ -484,8 +484,11 @@ func (j *job) logPlan(pl *plan) {
 		mode = "fixed"
 	}
 	what := pl.cfg.Source
-	if len(pl.images) > 1 {
+	switch {
+	case len(pl.images) > 1:
 		what = fmt.Sprintf("%d images", len(pl.images))
+	case len(pl.images) == 1:
+		what = pl.images[0].Name // the images input's one line, too
 	}
 	verb := "pushing"
 	if pl.cfg.DryRun {

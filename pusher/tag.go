@@ -57,6 +57,7 @@ type tagRun struct {
 	start time.Time
 
 	before    v1.Hash // what the look-up found at the tag; zero when missing or unknown
+	missing   bool    // the look-up read the tag and the registry said it does not exist
 	attempts  int     // write attempts for the tag (or those of the blob step that failed it)
 	last      verdict // the last failed write attempt's verdict
 	sent      bool    // a manifest PUT for the tag was sent
@@ -169,10 +170,6 @@ func (r *run) writeTags(tags []*tagRun) iter.Seq2[*tagRun, error] {
 // each tag is read, because a tag wrongly thought missing would be
 // overwritten.)
 func (r *run) lookUp(d *destination, rd registry.Reader, need func()) []*tagRun {
-	var listed map[string]bool
-	if r.cfg.overwrite && len(d.tags) > 1 {
-		listed, _ = rd.Tags(d.ctx) // any failure: each tag is read instead
-	}
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -187,7 +184,32 @@ func (r *run) lookUp(d *destination, rd registry.Reader, need func()) []*tagRun 
 			once.Do(need)
 		}
 	}
-	for _, t := range d.tags {
+	tags := d.tags
+	var listed map[string]bool
+	if r.cfg.overwrite && len(tags) > 1 {
+		var err error
+		listed, err = rd.Tags(d.ctx) // any failure: each tag is read instead
+		if errors.Is(err, registry.ErrNoRepository) && !r.planning && !r.cfg.atomic {
+			// A new repository, says the registry; a registry that will not
+			// list for this token says the same of one that exists. One tag
+			// read tells them apart: found, each tag is read; missing, the
+			// others are taken as missing too. A tag wrongly taken so costs
+			// a PUT of what it gets anyway, and is still read after it; a
+			// plan and an atomic run, which must know what each tag held,
+			// read every one. The blob phase need not wait for the read.
+			if need != nil {
+				once.Do(need)
+			}
+			if first := tags[0]; r.lookUpTag(first, rd) {
+				needs(first)
+				if first.missing {
+					listed = map[string]bool{}
+				}
+			}
+			tags = tags[1:]
+		}
+	}
+	for _, t := range tags {
 		if listed != nil && !listed[t.tag.TagStr()] {
 			needs(t)
 			continue
@@ -211,6 +233,7 @@ func (r *run) lookUp(d *destination, rd registry.Reader, need func()) []*tagRun 
 func (r *run) lookUpTag(t *tagRun, rd registry.Reader) bool {
 	d := t.d
 	got, found, err := r.readTag(d.ctx, rd, d.rs.reg, t.tag, !r.cfg.overwrite)
+	t.missing = err == nil && !found
 	var signIn *registry.SignInError
 	switch {
 	case err != nil && registry.IsStatus(err, http.StatusForbidden) && !errors.As(err, &signIn):

@@ -287,6 +287,12 @@ func (r *Repository) BlobExists(ctx context.Context, d v1.Hash) (bool, error) {
 // had more pages than one listing reads. The caller reads each tag instead.
 var ErrTagListUnusable = errors.New("the tag list cannot be used")
 
+// ErrNoRepository is a tag list answered 404 NAME_UNKNOWN: the registry
+// says the repository does not exist (yet). It comes wrapped with
+// ErrTagListUnusable: a registry that will not list for this token says the
+// same of a repository that exists.
+var ErrNoRepository = errors.New("the registry says the repository does not exist")
+
 // Tags lists the repository's tags (GET /v2/<name>/tags/list, every page
 // its Link headers name, in any RFC 8288 form), in one attempt with a short
 // time limit: the list only saves reads, and any failure is
@@ -342,6 +348,9 @@ func (r *Repository) Tags(ctx context.Context) (map[string]bool, error) {
 			return nil
 		})
 		if err != nil {
+			if page == 0 && nameUnknown(err) {
+				return nil, fmt.Errorf("%w: %w: %w", ErrTagListUnusable, ErrNoRepository, err)
+			}
 			return nil, fmt.Errorf("%w: %w", ErrTagListUnusable, err)
 		}
 	}
@@ -557,6 +566,20 @@ func (s *Session) Put(ctx context.Context, d v1.Hash, size int64, open func() (i
 	}
 	defer resp.Body.Close()
 	return transport.CheckError(resp, http.StatusCreated)
+}
+
+// nameUnknown is a 404 whose error code is NAME_UNKNOWN.
+func nameUnknown(err error) bool {
+	var terr *transport.Error
+	if !errors.As(err, &terr) || terr.StatusCode != http.StatusNotFound {
+		return false
+	}
+	for _, d := range terr.Errors {
+		if d.Code == transport.NameUnknownErrorCode {
+			return true
+		}
+	}
+	return false
 }
 
 // IsStatus reports whether err is the registry's answer with status code.

@@ -7,8 +7,10 @@ package dockertest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,9 +42,26 @@ func Engine(t testing.TB) string {
 		if os.Getenv(Required) == "1" {
 			t.Fatalf("%s=1 says a Docker engine runs, and none answers at %s: %v", Required, host, err)
 		}
-		t.Skipf("no Docker engine at %s (start one and set DOCKER_HOST; .ci/run does): %v", host, err)
+		msg := fmt.Sprintf("no Docker engine at %s (start one and set DOCKER_HOST; .ci/run does): %v", host, err)
+		// go test shows a passing package's skips only with -v: say it
+		// once on the terminal, as the registry's first build does.
+		skipOnce.Do(func() { sayTTY("tagpush: the Docker engine tests are skipped: " + msg + "\n") })
+		t.Skip(msg)
 	}
 	return host
+}
+
+var skipOnce sync.Once
+
+// sayTTY writes msg to the terminal, or to stderr where there is none.
+func sayTTY(msg string) {
+	if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
+		defer tty.Close()
+		if _, err := tty.WriteString(msg); err == nil {
+			return
+		}
+	}
+	fmt.Fprint(os.Stderr, msg)
 }
 
 // Load puts images into the engine at host under their names (as `docker

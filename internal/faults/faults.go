@@ -55,6 +55,9 @@ type Config struct {
 	LoseUploadFirst int
 	// FailWrites answers every write with this status (e.g. 500).
 	FailWrites int
+	// FailWritesFirst answers the first n writes 500, whatever MaxWrites
+	// and WriteErrorRate draw.
+	FailWritesFirst int
 	// FailMessage, when set, is the message of the errors FailWrites sends:
 	// registry text that reaches the log.
 	FailMessage string
@@ -498,6 +501,9 @@ func (l *Layer) decide(r *http.Request, k kind, write bool) decision {
 		d.status, d.fault = c.FailWrites, fmt.Sprint(c.FailWrites)
 		d.retryAfter = c.RetryAfter
 		d.body = ociError("UNKNOWN", cmp.Or(c.FailMessage, "unknown error"))
+	case write && l.stats.Injected["500"] < c.FailWritesFirst:
+		d.status, d.fault = http.StatusInternalServerError, "500"
+		d.body = ociError("UNKNOWN", "unknown error")
 	case write && c.MaxWrites > 0 && l.inFlight > c.MaxWrites:
 		d.status, d.fault = http.StatusInternalServerError, "500"
 		d.body = ociError("UNKNOWN", "unknown error")
