@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/tagpush/tagpush/ci"
+	"github.com/tagpush/tagpush/internal/option"
 	"github.com/tagpush/tagpush/internal/quote"
 	"github.com/tagpush/tagpush/taglist"
 )
@@ -49,14 +50,22 @@ type Config struct {
 	Output string
 }
 
-// UsageError is bad input: the run exits 2 and pushes nothing.
-type UsageError struct{ Err error }
+// usageError is bad input in the configuration (every error Load returns
+// but ErrHelp is one); the caller says so and exits 2. Its tests tell it
+// from a failure of the code.
+type usageError struct{ Err error }
 
-func (e *UsageError) Error() string { return e.Err.Error() }
-func (e *UsageError) Unwrap() error { return e.Err }
+func (e *usageError) Error() string { return e.Err.Error() }
+func (e *usageError) Unwrap() error { return e.Err }
 
 func usage(format string, args ...any) error {
-	return &UsageError{fmt.Errorf(format, args...)}
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// named is bad input whose message names options, for each front end to
+// name in its own words (option.Render).
+func named(parts ...any) error {
+	return &usageError{option.Errorf(parts...)}
 }
 
 // ErrHelp is returned when -h or --help was asked for.
@@ -158,14 +167,14 @@ func parse(v map[string]string) (*Config, error) {
 	switch {
 	case strings.TrimSpace(c.Images) != "":
 		if c.Source != "" || strings.TrimSpace(c.Tags) != "" {
-			errs = append(errs, usage("images is given with source or tags: give images (several images, SOURCE -> TAGS per line) or source and tags (one image), not both"))
+			errs = append(errs, named(option.Ref("images"), " is given with ", option.Ref("source"), " or ", option.Ref("tags"), ": give ", option.Ref("images"), " (several images, SOURCE -> TAGS per line) or ", option.Ref("source"), " and ", option.Ref("tags"), " (one image), not both"))
 		}
 	default:
 		if c.Source == "" {
-			errs = append(errs, usage("source is required: the image to push, e.g. oci:./build/image (or images: several, SOURCE -> TAGS per line)"))
+			errs = append(errs, named(option.Ref("source"), " is required: the image to push, e.g. oci:./build/image (or ", option.Ref("images"), ": several, SOURCE -> TAGS per line)"))
 		}
 		if strings.TrimSpace(c.Tags) == "" {
-			errs = append(errs, usage("tags is required: where to push, e.g. ghcr.io/acme/app:1.4"))
+			errs = append(errs, named(option.Ref("tags"), " is required: where to push, e.g. ghcr.io/acme/app:1.4"))
 		}
 	}
 	// Values are checked for their kind here; what range a number or a
@@ -174,39 +183,39 @@ func parse(v map[string]string) (*Config, error) {
 	intOpt := func(name string) int {
 		n, err := strconv.Atoi(strings.TrimSpace(v[name]))
 		if err != nil {
-			errs = append(errs, usage("%s: %s is not a whole number", name, quote.Value(v[name])))
+			errs = append(errs, named(option.Ref(name), ": "+quote.Value(v[name])+" is not a whole number"))
 		}
 		return n
 	}
 	durOpt := func(name string) time.Duration {
 		d, err := time.ParseDuration(strings.TrimSpace(v[name]))
 		if err != nil {
-			errs = append(errs, usage("%s: %s is not a duration (e.g. 500ms, 2s, 10m)", name, quote.Value(v[name])))
+			errs = append(errs, named(option.Ref(name), ": "+quote.Value(v[name])+" is not a duration (e.g. 500ms, 2s, 10m)"))
 		}
 		return d
 	}
 	boolOpt := func(name string) bool {
 		b, err := strconv.ParseBool(strings.TrimSpace(v[name]))
 		if err != nil {
-			errs = append(errs, usage("%s: %s is not true or false", name, quote.Value(v[name])))
+			errs = append(errs, named(option.Ref(name), ": "+quote.Value(v[name])+" is not true or false"))
 		}
 		return b
 	}
 	for i, item := range splitList(v["insecure-registries"]) {
 		if err := taglist.ASCII(item); err != nil {
-			errs = append(errs, usage("insecure-registries item %d: %s %v", i+1, quote.Value(item), err))
+			errs = append(errs, named(option.Ref("insecure-registries"), fmt.Sprintf(" item %d: %s %v", i+1, quote.Value(item), err)))
 			continue
 		}
 		reg, err := name.NewRegistry(item, name.StrictValidation)
 		if err != nil || strings.ContainsAny(item, "/@") {
-			errs = append(errs, usage("insecure-registries item %d: %s is not a registry host (host or host:port, e.g. registry.corp:5000)", i+1, quote.Value(item)))
+			errs = append(errs, named(option.Ref("insecure-registries"), fmt.Sprintf(" item %d: %s is not a registry host (host or host:port, e.g. registry.corp:5000)", i+1, quote.Value(item))))
 			continue
 		}
 		c.Insecure = append(c.Insecure, reg.RegistryStr())
 	}
 	if c.CAFile != "" {
 		if st, err := os.Stat(c.CAFile); err != nil || st.IsDir() {
-			errs = append(errs, usage("ca-file: %s is not a readable file", quote.Value(c.CAFile)))
+			errs = append(errs, named(option.Ref("ca-file"), ": "+quote.Value(c.CAFile)+" is not a readable file"))
 		}
 	}
 	c.Concurrency = intOpt("concurrency")
@@ -222,7 +231,7 @@ func parse(v map[string]string) (*Config, error) {
 	c.DryRun = boolOpt("dry-run")
 	c.Debug = boolOpt("debug")
 	if len(errs) > 0 {
-		return nil, &UsageError{errors.Join(errs...)}
+		return nil, &usageError{errors.Join(errs...)}
 	}
 	return c, nil
 }

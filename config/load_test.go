@@ -137,7 +137,7 @@ func TestImagesOrSourceAndTags(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Load(tt.args, nil, &bytes.Buffer{}, nil)
-			var ue *UsageError
+			var ue *usageError
 			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %v, want a usage error saying %q", err, tt.want)
 			}
@@ -176,7 +176,7 @@ func TestRepeatedFlags(t *testing.T) {
 		t.Errorf("tags = %q, want every --tags", c.Tags)
 	}
 	_, err := Load([]string{"--source", "a", "--source", "b", "--tags", "x"}, nil, &bytes.Buffer{}, nil)
-	var ue *UsageError
+	var ue *usageError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), `--source is given twice ("a", then "b"): give it once`) {
 		t.Errorf("--source twice: %v", err)
 	}
@@ -224,7 +224,7 @@ func TestBadValuesAreUsageErrorsNamingTheValue(t *testing.T) {
 	}
 	for _, tt := range tests {
 		_, err := Load(tt.args, nil, &bytes.Buffer{}, nil)
-		var ue *UsageError
+		var ue *usageError
 		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Load(%v) = %v, want a usage error containing %q", tt.args, err, tt.want)
 		}
@@ -254,7 +254,7 @@ func TestTLSInputsAreChecked(t *testing.T) {
 	for _, tt := range tests {
 		args := append([]string{"--source", "oci:x", "--tags", "a.io/x:1"}, tt.args...)
 		_, err := Load(args, nil, &bytes.Buffer{}, nil)
-		var uerr *UsageError
+		var uerr *usageError
 		if !errors.As(err, &uerr) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Load(%v) = %v, want a usage error saying %q", tt.args, err, tt.want)
 		}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/tagpush/tagpush/internal/option"
 )
 
 // Config is what the user gave, and what the CI system holds.
@@ -85,7 +87,7 @@ func Read(c Config) (*Set, error) {
 			for _, part := range strings.FieldsFunc(line, func(r rune) bool { return r == '=' || r == ':' }) {
 				add(part)
 			}
-			errs = append(errs, fmt.Errorf("registry-auth line %d: expected REGISTRY=USER:TOKEN, with a registry host before \"=\" (the line is not shown: it may hold a secret)", i+1))
+			errs = append(errs, option.Errorf(option.Ref("registry-auth"), fmt.Sprintf(" line %d: expected REGISTRY=USER:TOKEN, with a registry host before \"=\" (the line is not shown: it may hold a secret)", i+1)))
 			continue
 		}
 		add(token)
@@ -101,7 +103,7 @@ func Read(c Config) (*Set, error) {
 	user, pass := strings.TrimSpace(c.Username), strings.TrimSpace(c.Password)
 	switch {
 	case (user == "") != (pass == ""):
-		return s, fmt.Errorf("username and password go together: give both or neither")
+		return s, option.Errorf(option.Ref("username"), " and ", option.Ref("password"), " go together: give both or neither")
 	case user != "":
 		regs := make(map[string]bool)
 		for _, r := range c.Registries {

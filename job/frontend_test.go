@@ -94,7 +94,7 @@ func TestLogGrowsWithProblemsNotTags(t *testing.T) {
 // as the front end names it.
 func TestBadInputNamesTheInputAsTheFrontEndDoes(t *testing.T) {
 	code, _, stderr := terminal(t, "", "--source", ociSource, "--tags", "latest")
-	if code != job.ExitBadInput || !strings.Contains(stderr, "needs --repository") {
+	if code != job.ExitBadInput || !strings.Contains(stderr, "set --repository") {
 		t.Errorf("terminal: exit %d:\n%s", code, stderr)
 	}
 	bitbucket := func(vars map[string]string) (int, string) {
@@ -110,7 +110,7 @@ func TestBadInputNamesTheInputAsTheFrontEndDoes(t *testing.T) {
 		vars map[string]string
 		want string
 	}{
-		{map[string]string{"SOURCE": ociSource, "TAGS": "latest"}, "needs REPOSITORY"},
+		{map[string]string{"SOURCE": ociSource, "TAGS": "latest"}, "set REPOSITORY"},
 		{map[string]string{"SOURCE": ociSource, "TAGS": "a.io/x:1", "CONCURRENCY": "1000000"}, "CONCURRENCY: 1000000 is more than"},
 		{map[string]string{"SOURCE": ociSource, "TAGS": "a.io/x:1", "TAGS_COUNT": "2", "TAGS_0": "a.io/x:2"}, "TAGS and TAGS_COUNT are both set"},
 		{map[string]string{"SOURCE": ociSource, "TAGS_COUNT": "2", "TAGS_0": "a.io/x:2"}, "TAGS_COUNT is 2, and TAGS_1 is missing"},

@@ -11,7 +11,6 @@ import (
 	"io"
 	stdlog "log"
 	"maps"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +24,7 @@ import (
 	"github.com/tagpush/tagpush/ci"
 	"github.com/tagpush/tagpush/config"
 	"github.com/tagpush/tagpush/credentials"
+	"github.com/tagpush/tagpush/internal/option"
 	"github.com/tagpush/tagpush/internal/quote"
 	"github.com/tagpush/tagpush/pusher"
 	"github.com/tagpush/tagpush/report"
@@ -124,7 +124,7 @@ func (j *job) exit(err error) int {
 	case err == nil, errors.Is(err, config.ErrHelp):
 		return ExitOK
 	case errors.As(err, &in):
-		msg := j.named(err.Error()) + " (nothing was pushed)"
+		msg := option.Render(err, j.sys.Name) + " (nothing was pushed)"
 		j.sys.BadInput(msg, j.log)
 		j.document(true, errors.New(msg))
 		return ExitBadInput
@@ -301,6 +301,7 @@ func (j *job) plan(ctx context.Context) (*plan, error) {
 		pusher.WithKeychain(keychain),
 		pusher.WithTransport(transport),
 		pusher.WithEvents(ev.events()),
+		pusher.WithOptionNames(j.sys.Name),
 	}
 	p, err := pusher.New(append(opts, j.env.PusherOptions...)...)
 	if err != nil {
@@ -385,7 +386,7 @@ func (j *job) images(ctx context.Context, pl *plan, lines []taglist.Image, tags 
 			defer wg.Done()
 			p, err := source.Prepare(ctx, l.Source, o)
 			if err != nil {
-				errs[i] = fmt.Errorf("images line %d: %w", l.Line, err)
+				errs[i] = &option.Error{Msg: option.Message{option.Ref("images"), fmt.Sprintf(" line %d", l.Line)}, Err: err}
 			}
 			preps[i] = p
 		}()
@@ -515,30 +516,4 @@ type debugWriter struct{ log ci.Logger }
 func (d debugWriter) Write(p []byte) (int, error) {
 	d.log.Debugf("%s", strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-// named writes the inputs a bad-input message names as the CI system names
-// them: REPOSITORY on Bitbucket, --repository on a terminal. Messages name
-// an input at the start of what they say of it ("tags line 2: ...",
-// "concurrency: ...", "source is required", "the repository input"); prose
-// that uses the same word otherwise is left alone.
-func (j *job) named(msg string) string {
-	var names []string
-	for _, o := range config.Options() {
-		names = append(names, regexp.QuoteMeta(o.Name))
-	}
-	// Longest first, so insecure-registries is not read as registries.
-	slices.SortFunc(names, func(a, b string) int { return len(b) - len(a) })
-	re := regexp.MustCompile(`(^|[\s(;,"'])(?:the (` + strings.Join(names, "|") + `) input|(` + strings.Join(names, "|") +
-		`)((?:: | line | item | is | and | or |/| go together| given| are)))`)
-	return re.ReplaceAllStringFunc(msg, func(m string) string {
-		sub := re.FindStringSubmatch(m)
-		if sub[2] != "" {
-			if n := j.sys.Name(sub[2]); n != sub[2] {
-				return sub[1] + n
-			}
-			return m
-		}
-		return sub[1] + j.sys.Name(sub[3]) + sub[4]
-	})
 }

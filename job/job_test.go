@@ -193,7 +193,7 @@ func TestBadInputExitsTwoAndPushesNothing(t *testing.T) {
 		{"bad bool", map[string]string{"source": ociSource, "tags": good, "dry-run": "maybe"}, `dry-run: "maybe" is not true or false`},
 		{"missing source", map[string]string{"source": "oci:./no/such/dir", "tags": good}, "oci:./no/such/dir"},
 		{"no Docker engine", map[string]string{"source": "docker-daemon:app:1", "tags": good}, "cannot reach Docker engine at unix:///nonexistent.sock"},
-		{"bare tag without repository", map[string]string{"source": ociSource, "tags": "latest"}, "needs the repository input"},
+		{"bare tag without repository", map[string]string{"source": ociSource, "tags": "latest"}, "set repository (or"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -535,7 +535,9 @@ func TestBadInputReachesTheRunPage(t *testing.T) {
 }
 
 // A tag that runs out of time says which input bounds it, in the summary and
-// the results output, so the person knows what to raise.
+// the results output, so the person knows what to raise: named as the front
+// end names it (the GitHub input here, --timeout on a terminal). The advice
+// said "the timeout input" on every front end.
 func TestTimeoutFailureNamesTheTimeoutInput(t *testing.T) {
 	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{Latency: time.Second}})
 	r := newRunner(t, map[string]string{"source": ociSource, "tags": reg.Host + "/acme/app:1", "timeout": "300ms"})
@@ -546,11 +548,20 @@ func TestTimeoutFailureNamesTheTimeoutInput(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.outputs(t)["results"]), &results); err != nil {
 		t.Fatal(err)
 	}
-	if len(results) != 1 || results[0].Status != "failed" || !strings.Contains(results[0].Error, "the timeout input, 300ms") {
+	if len(results) != 1 || results[0].Status != "failed" || !strings.Contains(results[0].Error, "(timeout 300ms)") || !strings.Contains(results[0].Error, "raise timeout,") {
 		t.Errorf("results: %+v; want the tag failed, naming the timeout input and its value", results)
 	}
 	summary, _ := os.ReadFile(r.report)
-	if !strings.Contains(string(summary), "timeout input") {
+	if !strings.Contains(string(summary), "raise timeout,") {
 		t.Errorf("summary does not name the timeout input:\n%s", summary)
+	}
+	var stdout, stderr bytes.Buffer
+	code := job.Run(context.Background(), job.Env{
+		Args:   []string{"--source", ociSource, "--tags", reg.Host + "/acme/app:2", "--timeout", "300ms"},
+		Getenv: func(string) string { return "" }, Stdout: &stdout, Stderr: &stderr, Version: "test",
+		DockerConfig: authn.NewMultiKeychain(),
+	})
+	if code != job.ExitFailed || !strings.Contains(stdout.String()+stderr.String(), "(--timeout 300ms)") || strings.Contains(stdout.String()+stderr.String(), "raise timeout") {
+		t.Errorf("terminal: exit %d; want --timeout named as the flag:\n%s%s", code, &stdout, &stderr)
 	}
 }

@@ -341,8 +341,9 @@ func Message(err error) string {
 }
 
 // explain turns the last error of a failed tag into a TagError whose summary
-// says what to fix. reg and repo name the destination.
-func explain(v verdict, err error, attempts int, reg, repo string) error {
+// says what to fix. reg and repo name the destination; name names an option
+// as the front end in use does (WithOptionNames).
+func explain(v verdict, err error, attempts int, reg, repo string, name func(string) string) error {
 	say := func(format string, args ...any) error {
 		return &TagError{Summary: fmt.Sprintf(format, args...), Cause: err}
 	}
@@ -365,26 +366,26 @@ func explain(v verdict, err error, attempts int, reg, repo string) error {
 		}
 		return say("%s rejected the request as invalid (%d, not retried): check the image and the tag", reg, v.status)
 	case FaultRateLimited, Fault429:
-		return say("%s rate-limited the push (%s) through %d attempt(s): lower concurrency or push again later", reg, rateLimitKind(v), attempts)
+		return say("%s rate-limited the push (%s) through %d attempt(s): lower %s or push again later", reg, rateLimitKind(v), attempts, name("concurrency"))
 	case FaultConnect:
 		if v.refused {
 			return say("could not connect to %s (connection refused): is the address right, and is the registry running?", reg)
 		}
 		return say("could not reach %s: is the registry name right?", reg)
 	case FaultTLS:
-		return say("the TLS certificate of %s is not trusted: give its CA in ca-file (or SSL_CERT_FILE), or list the registry in insecure-registries", reg)
+		return say("the TLS certificate of %s is not trusted: give its CA in %s (or SSL_CERT_FILE), or list the registry in %s", reg, name("ca-file"), name("insecure-registries"))
 	case FaultRedirect:
 		return say("%s redirected the request in a loop (more than %d redirects): check the registry address and any proxy in front of it", reg, registry.MaxRedirects)
 	case FaultSource:
 		return say("reading the image from its source failed: %s", Summary(errors.Unwrap(sourceOf(err))))
 	case FaultLocal:
-		return say("this machine ran out of open files, ports or buffers after %d attempt(s): raise the limit (ulimit -n) or lower concurrency", attempts)
+		return say("this machine ran out of open files, ports or buffers after %d attempt(s): raise the limit (ulimit -n) or lower %s", attempts, name("concurrency"))
 	case faultCancelled:
 		return say("cancelled")
 	case FaultTimeout:
 		if !v.transient {
 			if v.timeout > 0 {
-				return say("the tag's time limit (the timeout input, %s) ran out after %d attempt(s): raise timeout, or check the network to %s", quote.Duration(v.timeout), attempts, reg)
+				return say("the tag's time limit (%s %s) ran out after %d attempt(s): raise %s, or check the network to %s", name("timeout"), quote.Duration(v.timeout), attempts, name("timeout"), reg)
 			}
 			return say("timed out after %d attempt(s): check the network to %s", attempts, reg)
 		}

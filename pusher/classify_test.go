@@ -17,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/tagpush/tagpush/internal/option"
 	"github.com/tagpush/tagpush/queue"
 	"github.com/tagpush/tagpush/registry"
 )
@@ -119,7 +120,7 @@ func TestExplain(t *testing.T) {
 		{verdict{fault: FaultConnect, refused: true}, "could not connect to ghcr.io (connection refused): is the address right, and is the registry running?"},
 	}
 	for _, tt := range tests {
-		err := explain(tt.v, base, 5, "ghcr.io", "ghcr.io/acme/app")
+		err := explain(tt.v, base, 5, "ghcr.io", "ghcr.io/acme/app", option.Plain)
 		if got := Summary(err); got != tt.want {
 			t.Errorf("Summary(explain(%s)) = %q, want %q", tt.v.fault, got, tt.want)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/tagpush/tagpush/internal/option"
 	"github.com/tagpush/tagpush/internal/quote"
 )
 
@@ -40,6 +41,8 @@ type config struct {
 	progressEvery time.Duration
 	events        Events
 	now           func() time.Time
+	// optionName names an option in advice as the front end does.
+	optionName func(string) string
 }
 
 // The defaults of the settings a person can change; tagpush's options table
@@ -92,6 +95,7 @@ func defaults() config {
 		userAgent:     "tagpush",
 		progressEvery: 5 * time.Second,
 		now:           time.Now,
+		optionName:    option.Plain,
 	}
 }
 
@@ -142,9 +146,9 @@ func WithConcurrency(n int) Option {
 	return func(c *config) error {
 		switch {
 		case n < 1:
-			return fmt.Errorf("concurrency: %d is less than 1", n)
+			return option.Errorf(option.Ref("concurrency"), fmt.Sprintf(": %d is less than 1", n))
 		case n > MaxConcurrency:
-			return fmt.Errorf("concurrency: %d is more than %d, the most writes tagpush puts on one registry at once", n, MaxConcurrency)
+			return option.Errorf(option.Ref("concurrency"), fmt.Sprintf(": %d is more than %d, the most writes tagpush puts on one registry at once", n, MaxConcurrency))
 		}
 		c.concurrency = n
 		return nil
@@ -164,6 +168,18 @@ func WithAtomic(on bool) Option {
 	return func(c *config) error { c.atomic = on; return nil }
 }
 
+// WithOptionNames names options in the advice of failed tags ("raise
+// timeout") as the front end in use names them: --timeout on a terminal,
+// TIMEOUT in a Bitbucket pipe. By default, as the options table does.
+func WithOptionNames(name func(option string) string) Option {
+	return func(c *config) error {
+		if name != nil {
+			c.optionName = name
+		}
+		return nil
+	}
+}
+
 // WithAdaptive turns adaptive concurrency on (the default) or off.
 func WithAdaptive(on bool) Option {
 	return func(c *config) error { c.adaptive = on; return nil }
@@ -176,17 +192,17 @@ func WithRetry(maxAttempts int, delay, maxDelay time.Duration) Option {
 	return func(c *config) error {
 		switch {
 		case maxAttempts < 1:
-			return fmt.Errorf("max-attempts: %d is less than 1", maxAttempts)
+			return option.Errorf(option.Ref("max-attempts"), fmt.Sprintf(": %d is less than 1", maxAttempts))
 		case maxAttempts > MaxMaxAttempts:
-			return fmt.Errorf("max-attempts: %d is more than %d", maxAttempts, MaxMaxAttempts)
+			return option.Errorf(option.Ref("max-attempts"), fmt.Sprintf(": %d is more than %d", maxAttempts, MaxMaxAttempts))
 		case delay <= 0:
-			return fmt.Errorf("retry-delay: %s is not a positive duration", delay)
+			return option.Errorf(option.Ref("retry-delay"), fmt.Sprintf(": %s is not a positive duration", delay))
 		case delay > MaxRetryDelay:
-			return fmt.Errorf("retry-delay: %s is more than %s", quote.Duration(delay), quote.Duration(MaxRetryDelay))
+			return option.Errorf(option.Ref("retry-delay"), fmt.Sprintf(": %s is more than %s", quote.Duration(delay), quote.Duration(MaxRetryDelay)))
 		case maxDelay < delay:
-			return fmt.Errorf("max-retry-delay (%s) is less than retry-delay (%s)", maxDelay, delay)
+			return option.Errorf(option.Ref("max-retry-delay"), fmt.Sprintf(" (%s) is less than ", maxDelay), option.Ref("retry-delay"), fmt.Sprintf(" (%s)", delay))
 		case maxDelay > MaxMaxRetryDelay:
-			return fmt.Errorf("max-retry-delay: %s is more than %s", quote.Duration(maxDelay), quote.Duration(MaxMaxRetryDelay))
+			return option.Errorf(option.Ref("max-retry-delay"), fmt.Sprintf(": %s is more than %s", quote.Duration(maxDelay), quote.Duration(MaxMaxRetryDelay)))
 		}
 		c.maxAttempts, c.retryDelay, c.maxRetryDelay = maxAttempts, delay, maxDelay
 		return nil
@@ -198,9 +214,9 @@ func WithTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		switch {
 		case d <= 0:
-			return fmt.Errorf("timeout: %s is not a positive duration", d)
+			return option.Errorf(option.Ref("timeout"), fmt.Sprintf(": %s is not a positive duration", d))
 		case d > MaxTimeout:
-			return fmt.Errorf("timeout: %s is more than %s", quote.Duration(d), quote.Duration(MaxTimeout))
+			return option.Errorf(option.Ref("timeout"), fmt.Sprintf(": %s is more than %s", quote.Duration(d), quote.Duration(MaxTimeout)))
 		}
 		c.timeout = d
 		return nil
@@ -310,14 +326,14 @@ func NewTransport(cfg TLS) (http.RoundTripper, error) {
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("ca-file: %w", err)
+			return nil, &option.Error{Msg: option.Message{option.Ref("ca-file")}, Err: err}
 		}
 		pool, err := x509.SystemCertPool()
 		if err != nil || pool == nil {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca-file %s: no PEM certificate in it", cfg.CAFile)
+			return nil, option.Errorf(option.Ref("ca-file"), " "+cfg.CAFile+": no PEM certificate in it")
 		}
 		base.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}

@@ -529,7 +529,7 @@ func (r *run) finishTag(t *tagRun, err error) {
 		res.Status, res.Err = StatusFailed, &TagError{Summary: miss.summary(), Cause: err}
 	case errors.As(err, &unread):
 		v := verdictOf(d.ctx, unread.err)
-		res.Status, res.Err = StatusFailed, &TagError{Summary: "the registry accepted the PUT, but reading the tag back failed: " + Summary(explain(v, unread.err, 1, d.rs.reg.host, d.rs.repo.String())), Cause: err}
+		res.Status, res.Err = StatusFailed, &TagError{Summary: "the registry accepted the PUT, but reading the tag back failed: " + Summary(explain(v, unread.err, 1, d.rs.reg.host, d.rs.repo.String(), r.cfg.optionName)), Cause: err}
 	default:
 		last := t.last
 		if d.ctx.Err() != nil && last.fault == FaultTimeout {
@@ -537,7 +537,7 @@ func (r *run) finishTag(t *tagRun, err error) {
 			last.timeout = r.cfg.timeout
 		}
 		res.Status = StatusFailed
-		res.Err = explain(last, err, t.attempts, d.rs.reg.host, d.rs.repo.String())
+		res.Err = explain(last, err, t.attempts, d.rs.reg.host, d.rs.repo.String(), r.cfg.optionName)
 		var lu *lookUpError
 		if errors.As(err, &lu) {
 			res.Err = &TagError{Summary: "could not look the tag up, and overwrite is false, so it was not written: " + Summary(res.Err), Cause: err}

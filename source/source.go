@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/tagpush/tagpush/internal/option"
 	"github.com/tagpush/tagpush/internal/quote"
 )
 
@@ -219,7 +220,7 @@ type form struct {
 // parse reads spec's form without opening anything.
 func parse(spec string) (form, error) {
 	if spec == "" {
-		return form{}, fmt.Errorf("source is empty: give %s", Forms)
+		return form{}, option.Errorf(option.Ref("source"), " is empty: give "+Forms)
 	}
 	if scheme, rest, ok := strings.Cut(spec, ":"); ok {
 		switch scheme {

@@ -3,6 +3,8 @@ package taglist
 import (
 	"fmt"
 	"strings"
+
+	"github.com/tagpush/tagpush/internal/option"
 )
 
 // Image is one image of the images input: a source and where it goes.
@@ -68,8 +70,9 @@ func ParseImages(input string) ([]Image, []Duplicate, error) {
 			}
 			tag, err := parseItem(item, nil)
 			if err != nil {
-				e.Why = err.Error()
+				e.Err = err
 				if !strings.ContainsAny(item, "/:@") {
+					e.Err = nil
 					e.Why = "images take full references (e.g. ghcr.io/OWNER/IMAGE:" + item + ")"
 				}
 				return nil, nil, e
@@ -88,7 +91,7 @@ func ParseImages(input string) ([]Image, []Duplicate, error) {
 		}
 	}
 	if len(images) == 0 {
-		return nil, nil, fmt.Errorf("images is empty: give at least one line SOURCE -> TAG, TAG")
+		return nil, nil, option.Errorf(option.Ref("images"), " is empty: give at least one line SOURCE -> TAG, TAG")
 	}
 	return images, dups, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/tagpush/tagpush/internal/option"
 	"github.com/tagpush/tagpush/internal/quote"
 )
 
@@ -41,20 +42,31 @@ type Error struct {
 	// several, else 0.
 	Index int
 	Item  string
-	Why   string
+	// Why is what is wrong with the item; or Err, when it names options.
+	Why string
+	Err error
 }
 
-func (e *Error) Error() string {
+func (e *Error) Error() string { return e.Render(option.Plain) }
+
+// Render writes the error with the inputs it names named by name.
+func (e *Error) Render(name func(string) string) string {
 	input := e.Input
 	if input == "" {
 		input = "tags"
 	}
-	where := fmt.Sprintf("%s line %d", input, e.Line)
+	where := fmt.Sprintf("%s line %d", name(input), e.Line)
 	if e.Index > 0 {
 		where += fmt.Sprintf(", item %d", e.Index)
 	}
-	return fmt.Sprintf("%s: %s: %s", where, quote.Value(e.Item), e.Why)
+	why := e.Why
+	if e.Err != nil {
+		why = option.Render(e.Err, name)
+	}
+	return fmt.Sprintf("%s: %s: %s", where, quote.Value(e.Item), why)
 }
+
+func (e *Error) Unwrap() error { return e.Err }
 
 var bareTag = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 
@@ -65,7 +77,7 @@ func Parse(input, repository string) ([]Item, []Duplicate, error) {
 	if strings.TrimSpace(repository) != "" {
 		r, err := name.NewRepository(strings.TrimSpace(repository))
 		if err != nil {
-			return nil, nil, fmt.Errorf("repository: %s is not a valid repository: %w", quote.Value(repository), err)
+			return nil, nil, &option.Error{Msg: option.Message{option.Ref("repository"), ": " + quote.Value(repository) + " is not a valid repository"}, Err: err}
 		}
 		repo = &r
 	}
@@ -90,7 +102,7 @@ func Parse(input, repository string) ([]Item, []Duplicate, error) {
 		for n, item := range onLine {
 			tag, err := parseItem(item, repo)
 			if err != nil {
-				e := &Error{Line: lineNo, Item: item, Why: err.Error()}
+				e := &Error{Line: lineNo, Item: item, Err: err}
 				if len(onLine) > 1 {
 					e.Index = n + 1
 				}
@@ -106,7 +118,7 @@ func Parse(input, repository string) ([]Item, []Duplicate, error) {
 		}
 	}
 	if len(items) == 0 {
-		return nil, nil, fmt.Errorf("tags is empty: give at least one tag (one per line, or separated by commas)")
+		return nil, nil, option.Errorf(option.Ref("tags"), " is empty: give at least one tag (one per line, or separated by commas)")
 	}
 	return items, dups, nil
 }
@@ -136,7 +148,7 @@ func parseItem(item string, repo *name.Repository) (name.Tag, error) {
 	}
 	if bareTag.MatchString(item) && !strings.ContainsAny(item, "/:") {
 		if repo == nil {
-			return name.Tag{}, fmt.Errorf("a bare tag needs the repository input (or write the full reference, e.g. ghcr.io/OWNER/IMAGE:%s)", item)
+			return name.Tag{}, option.Errorf("a bare tag needs a repository to join: set ", option.Ref("repository"), " (or write the full reference, e.g. ghcr.io/OWNER/IMAGE:"+item+")")
 		}
 		return repo.Tag(item), nil
 	}

@@ -65,7 +65,7 @@ func TestParseRejects(t *testing.T) {
 		{"bare tag and digest", "1.4@sha256:" + strings.Repeat("a", 64), "ghcr.io/acme/app", 1, "1.4@", "write ghcr.io/acme/app:1.4 "},
 		{"third item of a line", "ghcr.io/acme/app:1, ghcr.io/acme/app:2, ghcr.io/acme/app:-x", "", 1, "ghcr.io/acme/app:-x", "tags line 1, item 3: "},
 		{"invalid reference", "ghcr.io/acme/app:1\n\nghcr.io/Acme/App:1", "", 3, "ghcr.io/Acme/App:1", "not a valid image reference"},
-		{"bare tag without repository", "latest", "", 1, "latest", "needs the repository input"},
+		{"bare tag without repository", "latest", "", 1, "latest", "set repository (or"},
 		{"bad tag characters", "ghcr.io/acme/app:-bad", "", 1, "ghcr.io/acme/app:-bad", "not a valid image reference"},
 		{"white space inside", "ghcr.io/acme/app:1 ghcr.io/acme/app:2", "", 1, "ghcr.io/acme/app:1 ghcr.io/acme/app:2", "white space"},
 	}
