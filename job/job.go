@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	stdlog "log"
 	"maps"
 	"slices"
 	"strings"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/tagpush/tagpush/ci"
 	"github.com/tagpush/tagpush/config"
-	"github.com/tagpush/tagpush/credentials"
 	"github.com/tagpush/tagpush/internal/option"
 	"github.com/tagpush/tagpush/internal/quote"
 	"github.com/tagpush/tagpush/pusher"
@@ -174,167 +172,6 @@ type plan struct {
 
 	mu     sync.Mutex
 	opened []*source.Image // to close when the run ends
-}
-
-// plan reads and checks everything a push needs, in the order a person
-// fixes it: configuration, tags, credentials, pusher settings, source.
-func (j *job) plan(ctx context.Context) (*plan, error) {
-	inputs, err := j.sys.Inputs(config.Inputs())
-	if err != nil {
-		return nil, badInput(err)
-	}
-	strays, unknown := ci.Strays(j.sys, ci.Env{Getenv: j.env.Getenv, Environ: j.env.Environ}, config.Inputs())
-	if len(strays) > 0 {
-		return nil, badInput(errors.Join(strays...))
-	}
-	for _, w := range unknown {
-		j.log.Warnf("%s", w)
-	}
-	stdin := j.env.Stdin
-	if stdin == nil {
-		stdin = strings.NewReader("")
-	}
-	cfg, err := config.Load(j.env.Args, inputs, j.env.Stdout, stdin)
-	if errors.Is(err, config.ErrHelp) {
-		return nil, err
-	}
-	if err != nil {
-		return nil, badInput(err)
-	}
-	debug := cfg.Debug || j.facts.Debug
-	if debug {
-		j.log = j.sys.Logger(true)
-		// go-containerregistry reports each blob it finds, mounts or pushes
-		// through its package-level loggers.
-		logs.Progress = stdlog.New(debugWriter{j.log}, "", 0)
-		logs.Warn = stdlog.New(debugWriter{j.log}, "warning: ", 0)
-	}
-
-	var (
-		items  []taglist.Item
-		dups   []taglist.Duplicate
-		tagErr error
-		lines  []taglist.Image
-	)
-	if cfg.Images != "" {
-		lines, dups, tagErr = taglist.ParseImages(cfg.Images)
-		for _, l := range lines {
-			items = append(items, l.Items...)
-		}
-	} else {
-		items, dups, tagErr = taglist.Parse(cfg.Tags, cfg.Repository)
-	}
-	var regs, sources []string
-	for _, it := range items {
-		regs = append(regs, it.Tag.RegistryStr())
-	}
-	for _, spec := range append([]string{cfg.Source}, sourcesOf(lines)...) {
-		if reg := source.Registry(spec); reg != "" {
-			sources = append(sources, reg)
-		}
-	}
-	creds, credErr := credentials.Read(credentials.Config{
-		Username:     cfg.Username,
-		Password:     cfg.Password,
-		RegistryAuth: cfg.RegistryAuth,
-		Registries:   regs,
-		Sources:      sources,
-		GitHubToken:  j.facts.GitHubToken,
-		GitHubActor:  j.facts.GitHubActor,
-		DockerConfig: j.env.DockerConfig,
-	})
-	// Masked before anything else is logged, so no later line can show
-	// them: even when the tags or the credentials are wrong.
-	for _, s := range creds.Secrets() {
-		j.log.Mask(s)
-	}
-	if tagErr != nil {
-		return nil, badInput(tagErr)
-	}
-	if credErr != nil {
-		return nil, badInput(credErr)
-	}
-	for _, d := range dups {
-		j.log.Warnf("%s", d)
-	}
-	tags, err := allowInsecure(taglist.Tags(items), cfg.Insecure)
-	if err != nil {
-		return nil, badInput(err)
-	}
-	for _, reg := range cfg.Insecure {
-		j.log.Warnf("insecure-registries: TLS certificates of %s are not checked, and plain HTTP is allowed: anyone on the network path can read or change what is pushed there", reg)
-	}
-	regs = distinct(regs)
-	for _, reg := range creds.Unused() {
-		j.log.Warnf("registry-auth names %s, but no tag is bound for it and no source is read from it: check the registry's name (tags name %s)", reg, strings.Join(regs, ", "))
-	}
-	for _, w := range creds.Twice() {
-		j.log.Warnf("%s", w)
-	}
-	for _, reg := range cfg.Insecure {
-		if !slices.Contains(regs, reg) {
-			j.log.Warnf("insecure-registries names %s, but no tag is bound for it: check the registry's name (tags name %s)", reg, strings.Join(regs, ", "))
-		}
-	}
-	if debug {
-		// Only when asked: finding the source may run a Docker credential
-		// helper, which the push itself runs again.
-		for _, reg := range regs {
-			j.log.Debugf("credentials for %s: %s", reg, creds.Source(reg))
-		}
-	}
-
-	transport, err := pusher.NewTransport(pusher.TLS{CAFile: cfg.CAFile, Insecure: cfg.Insecure})
-	if err != nil {
-		return nil, badInput(err)
-	}
-	keychain := creds.Keychain()
-	ev := newEventLog(j.log)
-	opts := []pusher.Option{
-		pusher.WithConcurrency(cfg.Concurrency),
-		pusher.WithAdaptive(cfg.Adaptive),
-		pusher.WithOverwrite(cfg.Overwrite),
-		pusher.WithAtomic(cfg.Atomic),
-		pusher.WithRetry(cfg.MaxAttempts, cfg.RetryDelay, cfg.MaxRetryDelay),
-		pusher.WithTimeout(cfg.Timeout),
-		pusher.WithUserAgent("tagpush/" + j.env.Version),
-		pusher.WithKeychain(keychain),
-		pusher.WithTransport(transport),
-		pusher.WithEvents(ev.events()),
-		pusher.WithOptionNames(j.sys.Name),
-	}
-	p, err := pusher.New(append(opts, j.env.PusherOptions...)...)
-	if err != nil {
-		return nil, badInput(err)
-	}
-	d := j.facts.Docker
-	srcOpts := source.Options{
-		Keychain:  keychain,
-		Transport: transport,
-		Referrers: cfg.Referrers,
-		Platform:  cfg.Platform,
-		Docker:    source.Docker{Host: d.Host, TLSVerify: d.TLSVerify, CertPath: d.CertPath, Context: d.Context, ConfigDir: d.ConfigDir, Home: d.Home},
-		Export: func(p source.ExportProgress) {
-			j.log.Infof("%s: exporting from the Docker engine: %s of about %s", p.Image, report.Bytes(p.Written), report.Bytes(p.Size))
-		},
-	}
-	pl := &plan{cfg: cfg, items: items, tags: tags, pusher: p, events: ev}
-	if lines == nil {
-		// One image: found now, so that a wrong source is bad input and
-		// nothing is pushed; a Docker engine's export runs in the push.
-		prep, err := source.Prepare(ctx, cfg.Source, srcOpts)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, context.Cause(ctx)
-			}
-			return nil, badInput(err)
-		}
-		pl.images = []pusher.Image{{Name: cfg.Source, Tags: tags, Open: pl.opener(j, cfg.Source, prep.Open)}}
-	} else if pl.images, err = j.images(ctx, pl, lines, tags, srcOpts); err != nil {
-		return nil, err
-	}
-	j.logPlan(pl)
-	return pl, nil
 }
 
 // opener opens one image of the plan when the push asks for it, logs what
