@@ -223,7 +223,7 @@ func TestContainerActionCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := g.cmd()
-	stdout, log := startUntilPushed(t, cmd, true)
+	stdout, log := startUntilWritten(t, cmd, true, reg, 3)
 	if out, err := exec.Command("docker", "kill", "--signal", "SIGINT", g.name).CombinedOutput(); err != nil {
 		t.Fatalf("docker kill: %v: %s", err, out)
 	}

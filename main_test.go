@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"debug/elf"
@@ -297,7 +296,7 @@ func TestInterruptCancelsPromptly(t *testing.T) {
 		"GITHUB_OUTPUT=" + filepath.Join(dir, "output"), "GITHUB_STEP_SUMMARY=" + filepath.Join(dir, "summary"),
 		"INPUT_SOURCE=oci:testdata/oci", "INPUT_TAGS=" + strings.Join(tags, "\n"), "INPUT_CONCURRENCY=1",
 	}
-	rest, log := startUntilPushed(t, cmd, false)
+	rest, log := startUntilWritten(t, cmd, false, reg, 3)
 	sent := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -385,11 +384,12 @@ func TestHelpAndMistypedFlags(t *testing.T) {
 	}
 }
 
-// startUntilPushed starts cmd and reads its stdout until the first tag is
-// pushed: the moment the interrupt tests send their signal. It returns the
-// rest of stdout and the log read so far. With stderr, stderr goes into the
-// same pipe.
-func startUntilPushed(t *testing.T, cmd *exec.Cmd, stderr bool) (io.Reader, *strings.Builder) {
+// startUntilWritten starts cmd and returns once the registry has been sent
+// at least n manifest PUTs: the run is mid-push. It returns cmd's stdout
+// (with stderr, when asked) to read to the end, and a log to add it to.
+// (Tags report when the repository's writes have settled, so no "pushed"
+// line comes mid-push to wait for.)
+func startUntilWritten(t *testing.T, cmd *exec.Cmd, stderr bool, reg *testregistry.Registry, n int) (io.Reader, *strings.Builder) {
 	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -401,13 +401,12 @@ func startUntilPushed(t *testing.T, cmd *exec.Cmd, stderr bool) (io.Reader, *str
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	r := bufio.NewReader(stdout)
-	log := new(strings.Builder)
-	for {
-		line, err := r.ReadString('\n')
-		log.WriteString(line)
-		if err != nil || strings.HasPrefix(line, "pushed ") {
-			return r, log
+	deadline := time.Now().Add(30 * time.Second)
+	for reg.Faults.Stats().ManifestPuts < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the registry got no %d manifest PUTs in 30s", n)
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	return stdout, new(strings.Builder)
 }
