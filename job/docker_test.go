@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/tagpush/tagpush/internal/dockertest"
+	"github.com/tagpush/tagpush/internal/fakedocker"
 	"github.com/tagpush/tagpush/internal/testimage"
 	"github.com/tagpush/tagpush/internal/testregistry"
 	"github.com/tagpush/tagpush/job"
@@ -182,5 +183,44 @@ func TestCancelDuringExport(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(tmp); len(left) != 0 {
 		t.Errorf("a cancelled export left %d entries in TMPDIR", len(left))
+	}
+}
+
+// An export the engine stops sending is under the tags' time limit: the run
+// ends at the timeout with a clear error, exit 1, the outputs written with
+// every tag failed, and nothing left in TMPDIR. With --timeout 30s a run
+// was still waiting at 150 s.
+func TestSilentEngineEndsAtTheTimeout(t *testing.T) {
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/app:ci": img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	engine.StallSave = true
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	r := newRunner(t, map[string]string{"source": "docker-daemon:acme/app:ci", "tags": reg.Host + "/acme/app:1", "timeout": "2s"})
+	r.env["DOCKER_HOST"] = engine.Host
+	start := time.Now()
+	if code := r.run(t); code != job.ExitFailed {
+		t.Errorf("exit %d, want 1\n%s", code, &r.stdout)
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("took %s with a 2s timeout", took)
+	}
+	var results []report.Entry
+	if err := json.Unmarshal([]byte(r.outputs(t)["results"]), &results); err != nil || len(results) != 1 {
+		t.Fatalf("results: %v", err)
+	}
+	if e := results[0]; e.Status != "failed" || !strings.Contains(e.Error, "ran past the tags' time limit") {
+		t.Errorf("result %+v; want failed, saying the export ran past the time limit", e)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("%d entries left in TMPDIR", len(left))
 	}
 }

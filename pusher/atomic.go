@@ -155,7 +155,7 @@ func (r *run) putBack(t *tagRun) error {
 		}
 	}
 	if err != nil {
-		return &TagError{Summary: fmt.Sprintf("left at the new digest: atomic is on and a tag of the run failed, but putting it back to %s failed: %s", t.before, Summary(err)), Cause: err}
+		return &TagError{Summary: fmt.Sprintf("left at the new digest: atomic is on and a tag of the run failed, but putting it back to %s failed: %s", t.before, Message(err)), Cause: err}
 	}
 	return &TagError{Summary: fmt.Sprintf("put back to %s: atomic is on and a tag of the run failed, so no tag is left moved", t.before), Cause: errHeldBack}
 }

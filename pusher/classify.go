@@ -377,7 +377,7 @@ func explain(v verdict, err error, attempts int, reg, repo string, name func(str
 	case FaultRedirect:
 		return say("%s redirected the request in a loop (more than %d redirects): check the registry address and any proxy in front of it", reg, registry.MaxRedirects)
 	case FaultSource:
-		return say("reading the image from its source failed: %s", Summary(errors.Unwrap(sourceOf(err))))
+		return say("reading the image from its source failed: %s", Message(errors.Unwrap(sourceOf(err))))
 	case FaultLocal:
 		return say("this machine ran out of open files, ports or buffers after %d attempt(s): raise the limit (ulimit -n) or lower %s", attempts, name("concurrency"))
 	case faultCancelled:

@@ -95,7 +95,7 @@ func (r *run) planned(t *tagRun, err error) {
 		if d.ctx.Err() != nil && v.fault == FaultTimeout {
 			v.timeout = r.cfg.timeout
 		}
-		res.Err = &TagError{Summary: "could not look the tag up: " + Summary(explain(v, lu.err, 1, d.rs.reg.host, d.rs.repo.String(), r.cfg.optionName)), Cause: err}
+		res.Err = &TagError{Summary: "could not look the tag up: " + Message(explain(v, lu.err, 1, d.rs.reg.host, d.rs.repo.String(), r.cfg.optionName)), Cause: err}
 	default:
 		res.Status, res.Err = StatusWouldFail, err
 	}

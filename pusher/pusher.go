@@ -336,7 +336,12 @@ func (p *Pusher) push(ctx context.Context, images []opened, plan bool) *Report {
 // tags in one repository) at a time, all at once.
 func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (ImageResult, []*tagRun) {
 	res := ImageResult{Name: img.name}
-	c, err := img.open(ctx)
+	// Opening (a Docker engine's export) counts toward the tags' time
+	// limit: the tags cannot end later than it. The context lives as long
+	// as the image's tags: a registry: source reads its blobs with it.
+	octx, cancel := context.WithDeadline(ctx, start.Add(r.cfg.timeout))
+	defer cancel()
+	c, err := img.open(octx)
 	if err != nil {
 		if !r.planning {
 			r.passBarriers(img.tags)

@@ -475,7 +475,7 @@ func (r *run) landed(t *tagRun, err error) error {
 // sourceFailed ends a tag whose image could not be opened or read.
 func (r *run) sourceFailed(t *tagRun, image string, err error) {
 	res := Result{Tag: t.tag, Image: image, Duration: r.cfg.now().Sub(t.start), Status: StatusFailed,
-		Err: &TagError{Summary: "its image could not be read from the source: " + Summary(err), Cause: err}}
+		Err: &TagError{Summary: "its image could not be read from the source: " + Message(err), Cause: err}}
 	if r.ctx.Err() != nil {
 		res.Status = StatusCancelled
 		res.Err = &TagError{Summary: "the run was cancelled before its image was read", Cause: context.Cause(r.ctx)}
@@ -502,7 +502,7 @@ func (r *run) finishTag(t *tagRun, err error) {
 	var refs int
 	if err == nil && len(d.c.referrers) > 0 {
 		if refs, err = d.rs.referrersFollowed(d.ctx, d.c); err != nil {
-			err = &TagError{Summary: "the tag holds the image, but its signatures, attestations or SBOMs did not follow: " + Summary(err), Cause: err}
+			err = &TagError{Summary: "the tag holds the image, but its signatures, attestations or SBOMs did not follow: " + Message(err), Cause: err}
 			t.last = verdict{fault: FaultOther}
 		}
 	}
@@ -529,7 +529,7 @@ func (r *run) finishTag(t *tagRun, err error) {
 		res.Status, res.Err = StatusFailed, &TagError{Summary: miss.summary(), Cause: err}
 	case errors.As(err, &unread):
 		v := verdictOf(d.ctx, unread.err)
-		res.Status, res.Err = StatusFailed, &TagError{Summary: "the registry accepted the PUT, but reading the tag back failed: " + Summary(explain(v, unread.err, 1, d.rs.reg.host, d.rs.repo.String(), r.cfg.optionName)), Cause: err}
+		res.Status, res.Err = StatusFailed, &TagError{Summary: "the registry accepted the PUT, but reading the tag back failed: " + Message(explain(v, unread.err, 1, d.rs.reg.host, d.rs.repo.String(), r.cfg.optionName)), Cause: err}
 	default:
 		last := t.last
 		if d.ctx.Err() != nil && last.fault == FaultTimeout {
@@ -540,7 +540,7 @@ func (r *run) finishTag(t *tagRun, err error) {
 		res.Err = explain(last, err, t.attempts, d.rs.reg.host, d.rs.repo.String(), r.cfg.optionName)
 		var lu *lookUpError
 		if errors.As(err, &lu) {
-			res.Err = &TagError{Summary: "could not look the tag up, and overwrite is false, so it was not written: " + Summary(res.Err), Cause: err}
+			res.Err = &TagError{Summary: "could not look the tag up, and overwrite is false, so it was not written: " + Message(res.Err), Cause: err}
 		}
 	}
 	t.result = &res

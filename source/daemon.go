@@ -92,7 +92,13 @@ func (d *daemonSource) open(ctx context.Context) (*Image, error) {
 	path := filepath.Join(dir, "image.tar")
 	if err := d.export(ctx, path); err != nil {
 		cleanup()
-		if ctx.Err() != nil {
+		var stall *ExportStallError
+		switch {
+		case errors.As(err, &stall):
+			return nil, fmt.Errorf("source docker-daemon:%s: %w", d.spec, err)
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			return nil, fmt.Errorf("source docker-daemon:%s: the export from %s ran past the tags' time limit: %w", d.spec, d.host, context.Cause(ctx))
+		case ctx.Err() != nil:
 			return nil, fmt.Errorf("source docker-daemon:%s: export cancelled: %w", d.spec, context.Cause(ctx))
 		}
 		return nil, fmt.Errorf("source docker-daemon:%s: export the image from %s: %w", d.spec, d.host, err)
@@ -114,14 +120,40 @@ func (d *daemonSource) open(ctx context.Context) (*Image, error) {
 	return &Image{Taggable: img, Description: fmt.Sprintf("Docker engine image %s (ID %s)", d.spec, short), close: cleanup}, nil
 }
 
+// ExportStallError is an export the Docker engine stopped sending: nothing
+// came for Idle.
+type ExportStallError struct {
+	Host string
+	Idle time.Duration
+}
+
+func (e *ExportStallError) Error() string {
+	return fmt.Sprintf("the Docker engine at %s sent nothing of the export for %s: export abandoned (is the engine, or the link to it, alive?)", e.Host, e.Idle)
+}
+
 func (d *daemonSource) export(ctx context.Context, path string) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	// A silent engine (a tcp:// link gone quiet) would hold the run
+	// forever: the export is abandoned when no byte comes for the stall
+	// time, as an upload is.
+	idle := d.o.ExportStall
+	if idle <= 0 {
+		idle = 30 * time.Second
+	}
+	stalled := &ExportStallError{Host: d.host, Idle: idle}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watchdog := time.AfterFunc(idle, func() { cancel(stalled) })
+	defer watchdog.Stop()
 	rc, err := d.cli.ImageSave(ctx, []string{d.id})
 	if err != nil {
+		if context.Cause(ctx) == stalled {
+			return stalled
+		}
 		return err
 	}
 	defer rc.Close()
@@ -144,10 +176,13 @@ func (d *daemonSource) export(ctx context.Context, path string) error {
 			}
 		}
 	}()
-	_, err = io.Copy(f, &countingReader{r: rc, n: &written})
+	_, err = io.Copy(f, &countingReader{r: rc, n: &written, touch: func() { watchdog.Reset(idle) }})
 	close(stop)
 	<-done
 	if err != nil {
+		if context.Cause(ctx) == stalled {
+			return stalled
+		}
 		return err
 	}
 	return f.Close()
@@ -156,11 +191,16 @@ func (d *daemonSource) export(ctx context.Context, path string) error {
 type countingReader struct {
 	r io.Reader
 	n *atomic.Int64
+	// touch, when set, is called whenever bytes arrive.
+	touch func()
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
+	if n > 0 && c.touch != nil {
+		c.touch()
+	}
 	return n, err
 }
 

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -87,6 +88,9 @@ type Options struct {
 	Export func(ExportProgress)
 	// Referrers asks for the artifacts that refer to the image.
 	Referrers bool
+	// ExportStall abandons an export from the Docker engine that sends no
+	// byte for that long. Default 30s, as the uploads' stall watchdog.
+	ExportStall time.Duration
 }
 
 // Open opens spec: Prepare, then Prepared.Open.

@@ -2,10 +2,12 @@ package source
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -197,6 +199,33 @@ func TestBrokenExportLeavesNothing(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(os.Getenv("TMPDIR")); len(left) != 0 {
 		t.Errorf("a broken export left %d entries in TMPDIR", len(left))
+	}
+}
+
+// An engine that stops sending mid-export (a tcp:// link gone silent,
+// Bitbucket's docker service) is given up on once nothing has come for the
+// stall time, with an error that says so, and nothing is left in TMPDIR.
+// The run waited for it without end (150 s and counting with --timeout 30s).
+func TestSilentEngineExportIsAbandoned(t *testing.T) {
+	img, _ := testimage.Small("linux", "amd64")
+	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/app:1.0": img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	engine.StallSave = true
+	t.Setenv("TMPDIR", t.TempDir())
+	start := time.Now()
+	_, err = Open(context.Background(), "docker-daemon:acme/app:1.0", Options{Docker: Docker{Host: engine.Host}, ExportStall: 300 * time.Millisecond})
+	var stall *ExportStallError
+	if !errors.As(err, &stall) || !strings.Contains(err.Error(), "sent nothing of the export for 300ms") {
+		t.Errorf("silent engine: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %s to give up", took)
+	}
+	if left, _ := os.ReadDir(os.Getenv("TMPDIR")); len(left) != 0 {
+		t.Errorf("an abandoned export left %d entries in TMPDIR", len(left))
 	}
 }
 

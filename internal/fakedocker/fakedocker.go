@@ -33,6 +33,10 @@ type Engine struct {
 	// BreakSave ends every export halfway, as an engine that is stopped or
 	// runs out of disk mid-export does.
 	BreakSave bool
+	// StallSave sends the first half of every export, then nothing, the
+	// connection open, until the client goes away: an engine link gone
+	// silent (a tcp:// engine, Bitbucket's docker service).
+	StallSave bool
 }
 
 // Start serves images (by name, e.g. "app:1") on a socket in dir.
@@ -93,7 +97,7 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request) {
 	case strings.HasSuffix(r.URL.Path, "/_ping"):
 		_, _ = w.Write([]byte("OK"))
 	case path == "/images/get":
-		e.save(w, r.URL.Query()["names"])
+		e.save(w, r, r.URL.Query()["names"])
 	case strings.HasPrefix(path, "/images/") && strings.HasSuffix(path, "/json"):
 		e.inspect(w, strings.TrimSuffix(strings.TrimPrefix(path, "/images/"), "/json"))
 	case strings.HasPrefix(path, "/images/") && strings.HasSuffix(path, "/history"):
@@ -141,7 +145,7 @@ func (e *Engine) inspect(w http.ResponseWriter, escaped string) {
 	})
 }
 
-func (e *Engine) save(w http.ResponseWriter, names []string) {
+func (e *Engine) save(w http.ResponseWriter, r *http.Request, names []string) {
 	refs := make(map[name.Tag]v1.Image)
 	for _, n := range names {
 		tag, img, ok := e.lookup(n)
@@ -153,9 +157,19 @@ func (e *Engine) save(w http.ResponseWriter, names []string) {
 	}
 	e.mu.Lock()
 	e.saves++
-	broken := e.BreakSave
+	broken, stall := e.BreakSave, e.StallSave
 	e.mu.Unlock()
 	w.Header().Set("Content-Type", "application/x-tar")
+	if stall {
+		var buf bytes.Buffer
+		_ = tarball.MultiWrite(refs, &buf)
+		_, _ = w.Write(buf.Bytes()[:buf.Len()/2])
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		<-r.Context().Done()
+		return
+	}
 	if broken {
 		var buf bytes.Buffer
 		_ = tarball.MultiWrite(refs, &buf)
