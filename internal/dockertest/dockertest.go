@@ -18,6 +18,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/moby/moby/client"
+
+	"github.com/tagpush/tagpush/internal/testregistry"
 )
 
 // Required is the variable .ci/run sets when it has started an engine.
@@ -45,24 +47,13 @@ func Engine(t testing.TB) string {
 		msg := fmt.Sprintf("no Docker engine at %s (start one and set DOCKER_HOST; .ci/run does): %v", host, err)
 		// go test shows a passing package's skips only with -v: say it
 		// once on the terminal, as the registry's first build does.
-		skipOnce.Do(func() { sayTTY("tagpush: the Docker engine tests are skipped: " + msg + "\n") })
+		skipOnce.Do(func() { testregistry.Say("tagpush: the Docker engine tests are skipped: " + msg + "\n") })
 		t.Skip(msg)
 	}
 	return host
 }
 
 var skipOnce sync.Once
-
-// sayTTY writes msg to the terminal, or to stderr where there is none.
-func sayTTY(msg string) {
-	if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
-		defer tty.Close()
-		if _, err := tty.WriteString(msg); err == nil {
-			return
-		}
-	}
-	fmt.Fprint(os.Stderr, msg)
-}
 
 // Load puts images into the engine at host under their names (as `docker
 // load` of a `docker save` tarball would), and removes them when the test

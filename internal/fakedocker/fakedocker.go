@@ -160,22 +160,17 @@ func (e *Engine) save(w http.ResponseWriter, r *http.Request, names []string) {
 	broken, stall := e.BreakSave, e.StallSave
 	e.mu.Unlock()
 	w.Header().Set("Content-Type", "application/x-tar")
-	if stall {
+	if stall || broken {
+		// Half the export, then silence (stall) or a closed connection.
 		var buf bytes.Buffer
 		_ = tarball.MultiWrite(refs, &buf)
 		_, _ = w.Write(buf.Bytes()[:buf.Len()/2])
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
 		}
-		<-r.Context().Done()
-		return
-	}
-	if broken {
-		var buf bytes.Buffer
-		_ = tarball.MultiWrite(refs, &buf)
-		_, _ = w.Write(buf.Bytes()[:buf.Len()/2])
-		if f, ok := w.(http.Flusher); ok {
-			f.Flush()
+		if stall {
+			<-r.Context().Done()
+			return
 		}
 		if hj, ok := w.(http.Hijacker); ok {
 			if conn, _, err := hj.Hijack(); err == nil {

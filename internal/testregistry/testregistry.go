@@ -133,7 +133,7 @@ func Tool(ctx context.Context, module, bin string) (string, error) {
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	say(fmt.Sprintf("tagpush: building %s into %s (once per machine; it takes a few minutes)\n", module, dir))
+	Say(fmt.Sprintf("tagpush: building %s into %s (once per machine; it takes a few minutes)\n", module, dir))
 	tmp, err := os.MkdirTemp(dir, "install-")
 	if err != nil {
 		return "", err
@@ -375,11 +375,11 @@ func writeCertificates(dir string) (certFile, keyFile string, pool *x509.CertPoo
 	return certFile, keyFile, pool, nil
 }
 
-// say tells the person at the terminal. go test keeps a passing package's
+// Say tells the person at the terminal. go test keeps a passing package's
 // output to itself, so a first run that builds the registry would be silent
 // for minutes: the terminal itself (/dev/tty) is written to when there is
 // one, stderr otherwise (a failing test's output, or a command's).
-func say(msg string) {
+func Say(msg string) {
 	if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
 		defer tty.Close()
 		if _, err := tty.WriteString(msg); err == nil {
