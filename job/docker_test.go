@@ -224,3 +224,42 @@ func TestSilentEngineEndsAtTheTimeout(t *testing.T) {
 		t.Errorf("%d entries left in TMPDIR", len(left))
 	}
 }
+
+// A re-run of an engine image every tag already holds costs no export: each
+// tag is read, its manifest's config is the engine's image ID, and the tags
+// are unchanged without the image being saved. A changed image is exported
+// as before. Every re-run exported and compressed the whole image.
+func TestUnchangedEngineImageIsNotExported(t *testing.T) {
+	img, err := random.Image(4096, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := random.Image(4096, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/app:ci": img, "acme/app:next": next})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	tags := reg.Host + "/acme/app:1.4.2\n" + reg.Host + "/acme/app:latest"
+	run := func(src string) (int, map[string]string) {
+		r := newRunner(t, map[string]string{"source": "docker-daemon:" + src, "tags": tags})
+		r.env["DOCKER_HOST"] = engine.Host
+		code := r.run(t)
+		return code, r.outputs(t)
+	}
+	if code, _ := run("acme/app:ci"); code != job.ExitOK || engine.Saves() != 1 {
+		t.Fatalf("first push: exit %d, %d exports", code, engine.Saves())
+	}
+	code, out := run("acme/app:ci")
+	want, _ := img.Digest()
+	if code != job.ExitOK || engine.Saves() != 1 || out["unchanged"] != strings.ReplaceAll(tags, "\n", "\n") || out["digest"] != want.String() {
+		t.Errorf("re-run: exit %d, %d exports (want still 1), unchanged %q, digest %q (want %s)", code, engine.Saves(), out["unchanged"], out["digest"], want)
+	}
+	if code, out := run("acme/app:next"); code != job.ExitOK || engine.Saves() != 2 || out["unchanged"] != "" {
+		t.Errorf("changed image: exit %d, %d exports (want 2), unchanged %q", code, engine.Saves(), out["unchanged"])
+	}
+}

@@ -239,7 +239,7 @@ func (j *job) images(ctx context.Context, pl *plan, lines []taglist.Image, tags 
 	var out []pusher.Image
 	next := 0
 	for i, l := range lines {
-		out = append(out, pusher.Image{Name: l.Source, Tags: tags[next : next+len(l.Items)], Open: pl.opener(j, l.Source, preps[i].Open)})
+		out = append(out, pusher.Image{Name: l.Source, Tags: tags[next : next+len(l.Items)], Open: pl.opener(j, l.Source, preps[i].Open), ID: preps[i].ID})
 		next += len(l.Items)
 	}
 	return out, nil

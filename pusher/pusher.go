@@ -183,6 +183,12 @@ type Image struct {
 	// image's source opens (a Docker engine's export) while others push.
 	Open func(context.Context) (remote.Taggable, []Referrer, error)
 	Tags []name.Tag
+	// ID, when the source knows it without opening (a Docker engine
+	// image's ID), is the digest of the image's config or manifest. When
+	// every tag already holds a manifest of that digest or with that config,
+	// the tags are unchanged and the image is never opened: an unchanged
+	// re-run of a Docker engine image costs no export.
+	ID string
 }
 
 // ImageResult is what became of one image.
@@ -255,7 +261,7 @@ func (p *Pusher) Plan(ctx context.Context, images []Image) *Report {
 func openers(images []Image) []opened {
 	srcs := make([]opened, len(images))
 	for i, img := range images {
-		srcs[i] = opened{name: img.Name, tags: img.Tags, open: func(ctx context.Context) (*content, error) {
+		srcs[i] = opened{name: img.Name, tags: img.Tags, id: img.ID, open: func(ctx context.Context) (*content, error) {
 			t, refs, err := img.Open(ctx)
 			if err != nil {
 				return nil, err
@@ -275,6 +281,7 @@ func openers(images []Image) []opened {
 type opened struct {
 	name string
 	tags []name.Tag
+	id   string
 	open func(context.Context) (*content, error)
 }
 
@@ -335,6 +342,11 @@ func (p *Pusher) push(ctx context.Context, images []opened, plan bool) *Report {
 // pushImage opens one image and pushes it to its tags, a destination (its
 // tags in one repository) at a time, all at once.
 func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (ImageResult, []*tagRun) {
+	if img.id != "" {
+		if res, runs, ok := r.heldAlready(ctx, img, start); ok {
+			return res, runs
+		}
+	}
 	res := ImageResult{Name: img.name}
 	// Opening (a Docker engine's export) counts toward the tags' time
 	// limit: the tags cannot end later than it. The context lives as long

@@ -108,6 +108,11 @@ func Open(ctx context.Context, spec string, o Options) (*Image, error) {
 type Prepared struct {
 	o    Options
 	open func(context.Context) (*Image, error)
+	// ID is what the source says the image is without opening it: a
+	// Docker engine image's ID, which is its config's digest (the classic
+	// image store) or its manifest's (the containerd store). Empty for
+	// other sources, which are open already.
+	ID string
 }
 
 // Prepare finds spec and checks it can be opened: a layout or archive is
@@ -124,7 +129,7 @@ func Prepare(ctx context.Context, spec string, o Options) (*Prepared, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Prepared{o: o, open: d.open}, nil
+		return &Prepared{o: o, open: d.open, ID: d.id}, nil
 	}
 	img, err := open(ctx, f, o)
 	if err != nil {
