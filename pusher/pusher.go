@@ -1,17 +1,22 @@
-// Package pusher pushes one image or index to many tags through go-containerregistry.
+// Package pusher pushes images to many tags over the registry client
+// (package registry), which holds every request and HTTP layer.
 //
 // Each tag is looked up first (tag.go): one already at the digest costs
 // nothing more. Each destination repository then gets the image's blobs (and
 // an index's child manifests), once, however many tags share it: the blob
-// phase (blobs.go). Each tag then costs one manifest PUT and one read that
-// proves the tag resolves to the pushed digest. Every write (a blob upload, a
-// manifest PUT) holds a slot of its registry's adaptive limit, from the queue
-// package; every read holds a slot of the registry's read budget, and its
-// failures are retried as reads, never paid for with a write (retry.go). Each
-// step (a blob, a child manifest, a tag) is retried on its own under a policy
-// owned by retry-go, with go-containerregistry's own retries turned off so
-// the attempts reported are the attempts made. Every request tagpush writes
-// by hand is in registry.go; the HTTP layers under them in transport.go.
+// phase (blobs.go), where a mount from another repository is an offer with a
+// plain upload behind it. Each tag then costs one manifest PUT and one read
+// of the tag that proves it resolves to the pushed digest; nothing else
+// stands for that read. A repository's new tags are written before the ones
+// that move from another digest, and with atomic the moving ones wait for the
+// whole run (atomic.go). Every write holds a slot of its registry's adaptive
+// limit (package queue) around the request and nothing else; reads take the
+// registry's read budget inside the client, and their failures are retried
+// as reads, never paid for with a write (retry.go). Each step (a blob, a
+// child manifest, a tag) is retried on its own under a policy owned by
+// retry-go, with go-containerregistry's own retries turned off so the
+// attempts reported are the attempts made. The dry run walks a read-only
+// view of each repository (plan.go).
 package pusher
 
 import (
