@@ -74,17 +74,6 @@ func (t *tagRun) previous() string {
 	return t.before.String()
 }
 
-// unfinished are d's tags that have not ended.
-func (d *destination) unfinished() []*tagRun {
-	var out []*tagRun
-	for _, t := range d.tags {
-		if t.result == nil {
-			out = append(out, t)
-		}
-	}
-	return out
-}
-
 // pushDestination runs the four steps for every tag of d: the tags that are
 // new to the repository first, then those that move from another digest
 // (floating tags: latest, 1.4), so that a release whose new tags fail has
