@@ -38,7 +38,7 @@ func Strays(sys System, env Env, inputs []Input) (errs []error, warnings []strin
 				continue
 			}
 			if meant := nearest(in, known); meant != "" {
-				errs = append(errs, fmt.Errorf("input %s is not one of tagpush's: did you mean %s? (it was not read, so nothing was pushed)", in, meant))
+				errs = append(errs, fmt.Errorf("input %s is not one of tagpush's: did you mean %s?", in, meant))
 			} else {
 				warnings = append(warnings, fmt.Sprintf("input %s is not one of tagpush's, and is ignored", in))
 			}
@@ -54,7 +54,7 @@ func Strays(sys System, env Env, inputs []Input) (errs []error, warnings []strin
 				continue
 			}
 			if meant := nearest(key, vars); meant != "" {
-				errs = append(errs, fmt.Errorf("variable %s is not one of the pipe's: did you mean %s? (it was not read, so nothing was pushed)", key, meant))
+				errs = append(errs, fmt.Errorf("variable %s is not one of the pipe's: did you mean %s?", key, meant))
 			}
 		}
 	}
