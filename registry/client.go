@@ -104,12 +104,6 @@ func New(o Options) *Client {
 // and per-registry state.
 func (c *Client) Transport() http.RoundTripper { return c.transport }
 
-// Keychain is where the client finds credentials.
-func (c *Client) Keychain() authn.Keychain { return c.opts.Keychain }
-
-// UserAgent is what the client sends as its user agent.
-func (c *Client) UserAgent() string { return c.opts.UserAgent }
-
 // Uploaded is how many blob bytes the client has sent, and the size of every
 // blob upload it has started.
 func (c *Client) Uploaded() (sent, total int64) { return c.uploads.progress() }

@@ -50,9 +50,6 @@ type Repository struct {
 // Name is the repository's name.
 func (r *Repository) Name() name.Repository { return r.name }
 
-// Registry is the repository's registry host.
-func (r *Repository) Registry() string { return r.name.RegistryStr() }
-
 const (
 	// maxManifestBytes bounds a manifest read by GET; registries refuse
 	// larger ones (4 MiB is the usual limit, and oras-go's).
