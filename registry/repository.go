@@ -223,23 +223,12 @@ func (r *Repository) headManifest(ctx context.Context, ref string) (v1.Hash, err
 // getManifest returns the digest of the manifest ref names: the hash of the
 // body the registry sends, which is what a client pulling the tag gets.
 func (r *Repository) getManifest(ctx context.Context, ref string) (v1.Hash, error) {
-	var d v1.Hash
-	err := r.read(ctx, http.MethodGet, r.manifestURL(ref), readTimeout, func(resp *http.Response) error {
-		if err := transport.CheckError(resp, http.StatusOK); err != nil {
-			return err
-		}
-		h := sha256.New()
-		n, err := io.Copy(h, io.LimitReader(resp.Body, maxManifestBytes+1))
-		if err != nil {
-			return fmt.Errorf("read manifest %s: %w", ref, err)
-		}
-		if n > maxManifestBytes {
-			return fmt.Errorf("manifest %s is larger than %d bytes", ref, maxManifestBytes)
-		}
-		d = v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
-		return nil
-	})
-	return d, err
+	raw, _, err := r.Manifest(ctx, ref)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	sum := sha256.Sum256(raw)
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}, nil
 }
 
 // Manifest reads the manifest ref names (GET), with its media type.
