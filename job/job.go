@@ -177,10 +177,10 @@ type plan struct {
 // opener opens one image of the plan when the push asks for it, logs what
 // it opened, and keeps it to be closed (its export removed) when the run
 // ends.
-func (pl *plan) opener(j *job, spec string, open func(context.Context) (*source.Image, error)) func(context.Context) (remote.Taggable, []pusher.Referrer, error) {
-	return func(ctx context.Context) (remote.Taggable, []pusher.Referrer, error) {
+func (pl *plan) opener(j *job, spec string, prep *source.Prepared) func(context.Context, pusher.Held) (remote.Taggable, []pusher.Referrer, error) {
+	return func(ctx context.Context, held pusher.Held) (remote.Taggable, []pusher.Referrer, error) {
 		start := time.Now()
-		img, err := open(ctx)
+		img, err := prep.OpenHeld(ctx, held)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -239,7 +239,7 @@ func (j *job) images(ctx context.Context, pl *plan, lines []taglist.Image, tags 
 	var out []pusher.Image
 	next := 0
 	for i, l := range lines {
-		out = append(out, pusher.Image{Name: l.Source, Tags: tags[next : next+len(l.Items)], Open: pl.opener(j, l.Source, preps[i].Open), ID: preps[i].ID})
+		out = append(out, pusher.Image{Name: l.Source, Tags: tags[next : next+len(l.Items)], OpenHeld: pl.opener(j, l.Source, preps[i]), ID: preps[i].ID})
 		next += len(l.Items)
 	}
 	return out, nil

@@ -237,5 +237,5 @@ func (j *job) sources(ctx context.Context, pl *plan, lines []taglist.Image, o so
 		}
 		return nil, badInput(err)
 	}
-	return []pusher.Image{{Name: pl.cfg.Source, Tags: pl.tags, Open: pl.opener(j, pl.cfg.Source, prep.Open), ID: prep.ID}}, nil
+	return []pusher.Image{{Name: pl.cfg.Source, Tags: pl.tags, OpenHeld: pl.opener(j, pl.cfg.Source, prep), ID: prep.ID}}, nil
 }

@@ -1,63 +1,269 @@
 package pusher
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"sync"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/tagpush/tagpush/registry"
 )
 
-// heldAlready reads each tag of an image whose source knows its ID without
-// opening it, one at a time, and stops at the first that does not hold the
-// image: a manifest whose digest is the ID, or whose config's is (a Docker
-// engine's image ID, which docker push and tagpush both keep as the config).
-// When every tag holds it, the tags are unchanged (each at the digest the
-// read showed) and the image is never opened: no export, no compression.
-// Otherwise the run goes on as usual, having spent a read or two.
-func (r *run) heldAlready(ctx context.Context, img opened, start time.Time) (ImageResult, []*tagRun, bool) {
+// Held is what the destination already holds of an image about to be
+// opened: a compressed blob for a layer, by the layer's diff ID. A Docker
+// engine source compresses only the layers not found here, and pushes the
+// others as the blobs they are, whoever compressed them.
+type Held interface {
+	Layer(diffID v1.Hash) (v1.Layer, bool)
+}
+
+// heldAlready reads every tag of an image whose source knows its ID without
+// opening it (a Docker engine's image ID: the digest of its config in the
+// classic store, of its manifest in the containerd one). When every tag
+// holds that image (a manifest whose digest is the ID, or whose config's
+// is), the tags are unchanged, each at the digest the read showed, and the
+// image is never opened: no export, no compression. Otherwise what the tags
+// hold is the layer cache the source opens with: each image manifest's
+// config lists the diff IDs of its layers, in the order of its blobs.
+// Every read is a shortcut: one that fails leaves its tag out, and the
+// image is opened as if the destination held nothing of it.
+//
+// When some tags hold the image and others do not (a job retried after a
+// registry failed it), the image is read from a repository that holds it,
+// its blobs are mounted or copied from there, and it is not opened either.
+func (r *run) heldAlready(ctx context.Context, img opened, start time.Time) (ImageResult, []*tagRun, *engineLook, bool) {
 	id, err := v1.NewHash(img.id)
 	if err != nil || len(img.tags) == 0 {
-		return ImageResult{}, nil, false
+		return ImageResult{}, nil, nil, false
 	}
-	digests := make([]v1.Hash, len(img.tags))
+	type read struct {
+		rs     *repoState
+		raw    []byte
+		digest v1.Hash
+		held   bool
+	}
+	reads := make([]read, len(img.tags))
+	var wg sync.WaitGroup
 	for i, tag := range img.tags {
-		rs := r.repo(tag.Repository)
-		var d v1.Hash
-		held := false
-		_, _, err := r.reads(ctx, rs.reg, "read "+tag.String(), func(ctx context.Context) error {
-			raw, _, err := rs.rc.Manifest(ctx, tag.TagStr())
-			if registry.IsStatus(err, http.StatusNotFound) {
-				return nil // not there: not held, and no failure
-			}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rd := &reads[i]
+			rd.rs = r.repo(tag.Repository)
+			_, _, err := r.reads(ctx, rd.rs.reg, "read "+tag.String(), func(ctx context.Context) error {
+				raw, _, err := rd.rs.rc.Manifest(ctx, tag.TagStr())
+				if registry.IsStatus(err, http.StatusNotFound) {
+					return nil // not there: not held, and no failure
+				}
+				if err != nil {
+					return err
+				}
+				rd.raw = raw
+				rd.digest, rd.held = holds(raw, id)
+				return nil
+			})
 			if err != nil {
-				return err
+				rd.raw, rd.held = nil, false
 			}
-			d, held = holds(raw, id)
-			return nil
-		})
-		if err != nil || !held {
-			return ImageResult{}, nil, false
+		}()
+	}
+	wg.Wait()
+	all := true
+	for _, rd := range reads {
+		all = all && rd.held
+	}
+	if !all {
+		look := &engineLook{cache: &layerCache{ctx: r.phaseCtx, layers: make(map[v1.Hash]v1.Layer)}}
+		seen := make(map[v1.Hash]bool)
+		for _, rd := range reads {
+			if rd.raw != nil && !seen[rd.digest] {
+				seen[rd.digest] = true
+				cfg := r.cacheLayers(ctx, look.cache, rd.rs, rd.raw)
+				if rd.held && cfg != nil && look.whole == nil {
+					look.whole = look.cache.image(rd.rs.repo, rd.raw, cfg)
+				}
+			}
 		}
-		digests[i] = d
+		return ImageResult{}, nil, look, false
 	}
 	if !r.planning {
 		r.passBarriers(img.tags)
 	}
 	runs := make([]*tagRun, len(img.tags))
 	for i, tag := range img.tags {
-		res := Result{Tag: tag, Image: img.name, Status: StatusUnchanged, Digest: digests[i].String(), Duration: r.cfg.now().Sub(start)}
+		res := Result{Tag: tag, Image: img.name, Status: StatusUnchanged, Digest: reads[i].digest.String(), Duration: r.cfg.now().Sub(start)}
 		runs[i] = &tagRun{tag: tag, start: start, unchanged: true, result: &res}
 		if r.cfg.events.TagDone != nil {
 			r.cfg.events.TagDone(res)
 		}
 	}
-	return ImageResult{Name: img.name, Digest: digests[0].String()}, runs, true
+	return ImageResult{Name: img.name, Digest: reads[0].digest.String()}, runs, nil, true
+}
+
+// cacheLayers adds the layers of an image manifest rs holds to the cache:
+// its config (one more read) pairs each blob with its diff ID. Anything
+// else (an index, a config that cannot be read or does not match) adds
+// nothing.
+// It returns the config, nil when it added nothing.
+func (r *run) cacheLayers(ctx context.Context, cache *layerCache, rs *repoState, raw []byte) []byte {
+	var m v1.Manifest
+	if json.Unmarshal(raw, &m) != nil || !m.MediaType.IsImage() && m.MediaType != "" || m.Config.Digest.Hex == "" {
+		return nil
+	}
+	var cfg []byte
+	_, _, err := r.reads(ctx, rs.reg, "read config "+rs.label(m.Config.Digest), func(ctx context.Context) error {
+		var err error
+		cfg, err = rs.rc.Config(ctx, m.Config.Digest)
+		return err
+	})
+	if err != nil {
+		return nil
+	}
+	var cf struct {
+		RootFS struct {
+			DiffIDs []v1.Hash `json:"diff_ids"`
+		} `json:"rootfs"`
+	}
+	if json.Unmarshal(cfg, &cf) != nil || len(cf.RootFS.DiffIDs) != len(m.Layers) {
+		return nil
+	}
+	cache.mu.Lock()
+	defer cache.mu.Unlock()
+	for i, desc := range m.Layers {
+		diffID := cf.RootFS.DiffIDs[i]
+		if _, ok := cache.layers[diffID]; ok || !desc.MediaType.IsLayer() || !desc.MediaType.IsDistributable() {
+			continue
+		}
+		l := &heldLayer{desc: desc, diffID: diffID, rc: rs.rc, ctx: cache.ctx}
+		cache.layers[diffID] = &remote.MountableLayer{Layer: l, Reference: rs.repo.Digest(desc.Digest.String())}
+	}
+	return cfg
+}
+
+// engineLook is what heldAlready found of an image some of whose tags do
+// not hold it: the layers the destination holds, and the image itself when
+// a tag holds it.
+type engineLook struct {
+	cache *layerCache
+	whole v1.Image
+}
+
+// image is the image raw describes, its config cfg, its layers the cache's:
+// nil unless the cache has every one.
+func (c *layerCache) image(repo name.Repository, raw, cfg []byte) v1.Image {
+	m, err := v1.ParseManifest(bytes.NewReader(raw))
+	if err != nil {
+		return nil
+	}
+	cf, err := v1.ParseConfigFile(bytes.NewReader(cfg))
+	if err != nil || len(cf.RootFS.DiffIDs) != len(m.Layers) {
+		return nil
+	}
+	img := &heldImage{raw: raw, manifest: m, config: cfg}
+	// The config is mounted from there too.
+	img.configLayer = &remote.MountableLayer{Layer: static.NewLayer(cfg, m.Config.MediaType), Reference: repo.Digest(m.Config.Digest.String())}
+	for i, d := range cf.RootFS.DiffIDs {
+		l, ok := c.Layer(d)
+		if !ok {
+			return nil
+		}
+		if got, _ := l.Digest(); got != m.Layers[i].Digest {
+			return nil
+		}
+		img.layers = append(img.layers, l)
+	}
+	return img
+}
+
+// heldImage is an image a destination tag holds, read from there.
+type heldImage struct {
+	raw, config []byte
+	manifest    *v1.Manifest
+	layers      []v1.Layer
+	configLayer v1.Layer
+}
+
+// ConfigLayer is what partial.ConfigLayer returns.
+func (h *heldImage) ConfigLayer() (v1.Layer, error) { return h.configLayer, nil }
+
+func (h *heldImage) Layers() ([]v1.Layer, error)         { return h.layers, nil }
+func (h *heldImage) MediaType() (types.MediaType, error) { return h.manifest.MediaType, nil }
+func (h *heldImage) Size() (int64, error)                { return int64(len(h.raw)), nil }
+func (h *heldImage) ConfigName() (v1.Hash, error)        { return h.manifest.Config.Digest, nil }
+func (h *heldImage) ConfigFile() (*v1.ConfigFile, error) {
+	return v1.ParseConfigFile(bytes.NewReader(h.config))
+}
+func (h *heldImage) RawConfigFile() ([]byte, error) { return h.config, nil }
+func (h *heldImage) Digest() (v1.Hash, error) {
+	sum := sha256.Sum256(h.raw)
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}, nil
+}
+func (h *heldImage) Manifest() (*v1.Manifest, error) { return h.manifest.DeepCopy(), nil }
+func (h *heldImage) RawManifest() ([]byte, error)    { return h.raw, nil }
+func (h *heldImage) LayerByDigest(d v1.Hash) (v1.Layer, error) {
+	if d == h.manifest.Config.Digest {
+		return partial.ConfigLayer(h)
+	}
+	for _, l := range h.layers {
+		if got, _ := l.Digest(); got == d {
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("no blob %s in the image", d)
+}
+func (h *heldImage) LayerByDiffID(d v1.Hash) (v1.Layer, error) {
+	for _, l := range h.layers {
+		if got, _ := l.DiffID(); got == d {
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("no layer %s in the image", d)
+}
+
+// layerCache is Held, from the images the destination's tags hold.
+type layerCache struct {
+	ctx    context.Context
+	mu     sync.Mutex
+	layers map[v1.Hash]v1.Layer
+}
+
+func (c *layerCache) Layer(diffID v1.Hash) (v1.Layer, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, ok := c.layers[diffID]
+	return l, ok
+}
+
+// heldLayer is a blob in a destination repository, holding a layer. It is
+// mounted from there into the image's other repositories of that registry
+// (a remote.MountableLayer), and read from there for any other registry.
+type heldLayer struct {
+	desc   v1.Descriptor
+	diffID v1.Hash
+	rc     *registry.Repository
+	ctx    context.Context
+}
+
+func (l *heldLayer) Digest() (v1.Hash, error)            { return l.desc.Digest, nil }
+func (l *heldLayer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
+func (l *heldLayer) Size() (int64, error)                { return l.desc.Size, nil }
+func (l *heldLayer) MediaType() (types.MediaType, error) { return l.desc.MediaType, nil }
+func (l *heldLayer) Compressed() (io.ReadCloser, error)  { return l.rc.OpenBlob(l.ctx, l.desc.Digest) }
+func (l *heldLayer) Uncompressed() (io.ReadCloser, error) {
+	return nil, fmt.Errorf("layer %s is only read compressed, from %s", l.desc.Digest, l.rc.Name())
 }
 
 // holds reports whether the manifest raw is the image id names: its digest,

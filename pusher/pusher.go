@@ -187,7 +187,11 @@ type Image struct {
 	// to it. PushAll calls it once, on a goroutine of its own, so that one
 	// image's source opens (a Docker engine's export) while others push.
 	Open func(context.Context) (remote.Taggable, []Referrer, error)
-	Tags []name.Tag
+	// OpenHeld, when set, is called instead of Open, with the layers the
+	// destination holds already (found through ID's look-up): a Docker
+	// engine image compresses only the others.
+	OpenHeld func(context.Context, Held) (remote.Taggable, []Referrer, error)
+	Tags     []name.Tag
 	// ID, when the source knows it without opening (a Docker engine
 	// image's ID), is the digest of the image's config or manifest. When
 	// every tag already holds a manifest of that digest or with that config,
@@ -237,7 +241,7 @@ func (p *Pusher) Push(ctx context.Context, img remote.Taggable, tags []name.Tag,
 		return nil, err
 	}
 	c.referrers = refs
-	return p.push(ctx, []opened{{tags: tags, open: func(context.Context) (*content, error) { return c, nil }}}, false), nil
+	return p.push(ctx, []opened{{tags: tags, open: func(context.Context, Held) (*content, error) { return c, nil }}}, false), nil
 }
 
 // PushAll pushes every image to its tags in one run: one write limit and one
@@ -266,8 +270,15 @@ func (p *Pusher) Plan(ctx context.Context, images []Image) *Report {
 func openers(images []Image) []opened {
 	srcs := make([]opened, len(images))
 	for i, img := range images {
-		srcs[i] = opened{name: img.Name, tags: img.Tags, id: img.ID, open: func(ctx context.Context) (*content, error) {
-			t, refs, err := img.Open(ctx)
+		srcs[i] = opened{name: img.Name, tags: img.Tags, id: img.ID, open: func(ctx context.Context, held Held) (*content, error) {
+			var t remote.Taggable
+			var refs []Referrer
+			var err error
+			if img.OpenHeld != nil {
+				t, refs, err = img.OpenHeld(ctx, held)
+			} else {
+				t, refs, err = img.Open(ctx)
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -287,7 +298,7 @@ type opened struct {
 	name string
 	tags []name.Tag
 	id   string
-	open func(context.Context) (*content, error)
+	open func(context.Context, Held) (*content, error)
 }
 
 // push runs images to their tags; with plan, only their plan.
@@ -347,9 +358,16 @@ func (p *Pusher) push(ctx context.Context, images []opened, plan bool) *Report {
 // pushImage opens one image and pushes it to its tags, a destination (its
 // tags in one repository) at a time, all at once.
 func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (ImageResult, []*tagRun) {
+	open := img.open
 	if img.id != "" {
-		if res, runs, ok := r.heldAlready(ctx, img, start); ok {
+		res, runs, look, ok := r.heldAlready(ctx, img, start)
+		if ok {
 			return res, runs
+		}
+		if look != nil && look.whole != nil {
+			open = func(context.Context, Held) (*content, error) { return contentOf(look.whole) }
+		} else if look != nil {
+			open = func(ctx context.Context, _ Held) (*content, error) { return img.open(ctx, look.cache) }
 		}
 	}
 	res := ImageResult{Name: img.name}
@@ -358,7 +376,7 @@ func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (Image
 	// as the image's tags: a registry: source reads its blobs with it.
 	octx, cancel := context.WithDeadline(ctx, start.Add(r.cfg.timeout))
 	defer cancel()
-	c, err := img.open(octx)
+	c, err := open(octx, nil)
 	if err != nil {
 		if !r.planning {
 			r.passBarriers(img.tags)

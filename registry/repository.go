@@ -573,3 +573,63 @@ func IsStatus(err error, code int) bool {
 	var terr *transport.Error
 	return errors.As(err, &terr) && terr.StatusCode == code
 }
+
+// maxConfigBytes bounds a config read whole.
+const maxConfigBytes = 8 << 20
+
+// Config reads a small blob whole: an image's config.
+func (r *Repository) Config(ctx context.Context, d v1.Hash) ([]byte, error) {
+	var raw []byte
+	err := r.read(ctx, http.MethodGet, r.base()+"/blobs/"+d.String(), readTimeout, func(resp *http.Response) error {
+		if err := transport.CheckError(resp, http.StatusOK); err != nil {
+			return err
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, maxConfigBytes+1))
+		if err != nil {
+			return fmt.Errorf("read blob %s: %w", d, err)
+		}
+		if len(b) > maxConfigBytes {
+			return fmt.Errorf("blob %s is larger than %d bytes: not a config", d, maxConfigBytes)
+		}
+		if got := sha256Hex(b); got != d.Hex {
+			return fmt.Errorf("blob %s read back as sha256:%s", d, got)
+		}
+		raw = b
+		return nil
+	})
+	return raw, err
+}
+
+// OpenBlob opens a blob for reading, to copy it elsewhere. The read budget
+// is held until the answer's headers, not while the body is read: the
+// caller reads it at the pace of where it writes it. Its digest is for the
+// registry the blob goes to to check.
+func (r *Repository) OpenBlob(ctx context.Context, d v1.Hash) (io.ReadCloser, error) {
+	client, err := r.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var body io.ReadCloser
+	err = r.host.read(ctx, func() error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.base()+"/blobs/"+d.String(), nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		if err := transport.CheckError(resp, http.StatusOK); err != nil {
+			resp.Body.Close()
+			return err
+		}
+		body = resp.Body
+		return nil
+	})
+	return body, err
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

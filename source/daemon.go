@@ -18,7 +18,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/moby/client"
 
 	"github.com/tagpush/tagpush/internal/quote"
@@ -54,6 +54,7 @@ type daemonSource struct {
 	cli        *client.Client
 	id         string // the image's ID
 	size       int64  // its size in the engine, uncompressed
+	diffIDs    []v1.Hash
 	o          Options
 }
 
@@ -76,21 +77,31 @@ func prepareDaemon(ctx context.Context, spec string, o Options) (*daemonSource, 
 	default:
 		return nil, fmt.Errorf("source docker-daemon:%s: ask the Docker engine at %s: %w", spec, host, err)
 	}
-	return &daemonSource{spec: spec, host: host, cli: cli, id: res.ID, size: res.Size, o: o}, nil
+	d := &daemonSource{spec: spec, host: host, cli: cli, id: res.ID, size: res.Size, o: o}
+	for _, l := range res.RootFS.Layers {
+		h, err := v1.NewHash(l)
+		if err != nil {
+			return nil, fmt.Errorf("source docker-daemon:%s: the engine says a layer is %s: %w", spec, quote.Value(l), err)
+		}
+		d.diffIDs = append(d.diffIDs, h)
+	}
+	return d, nil
 }
 
-// open exports the image (`docker save`) into a file of its own, saying how
-// far it has come every few seconds, and opens it. The file goes when the
-// image is closed, or at once when the export fails or is cancelled: nothing
-// is left in TMPDIR.
-func (d *daemonSource) open(ctx context.Context) (*Image, error) {
+// open exports the image (`docker save`) and reads the export as it comes,
+// saying how far it has come every few seconds: a layer held names a blob
+// the destination has, and is only hashed in passing; every other layer is
+// compressed once, into a file of its own that goes when the image is
+// closed, or at once when the export fails or is cancelled: nothing is left
+// in TMPDIR.
+func (d *daemonSource) open(ctx context.Context, held Held) (*Image, error) {
 	dir, err := os.MkdirTemp("", "tagpush-export-")
 	if err != nil {
 		return nil, fmt.Errorf("source docker-daemon:%s: %w", d.spec, err)
 	}
 	cleanup := func() { _ = os.RemoveAll(dir) }
-	path := filepath.Join(dir, "image.tar")
-	if err := d.export(ctx, path); err != nil {
+	er := newExportReader(dir, d.diffIDs, held)
+	if err := d.export(ctx, er.read); err != nil {
 		cleanup()
 		var stall *ExportStallError
 		switch {
@@ -103,12 +114,8 @@ func (d *daemonSource) open(ctx context.Context) (*Image, error) {
 		}
 		return nil, fmt.Errorf("source docker-daemon:%s: export the image from %s: %w", d.spec, d.host, err)
 	}
-	img, err := tarball.ImageFromPath(path, nil)
-	if err == nil {
-		// The digest needs every layer's compressed digest: a broken
-		// export fails here, before anything is pushed.
-		_, err = img.Digest()
-	}
+	id, _ := v1.NewHash(d.id)
+	img, err := er.image(id)
 	if err != nil {
 		cleanup()
 		return nil, fmt.Errorf("source docker-daemon:%s: read the export: %w", d.spec, err)
@@ -117,7 +124,7 @@ func (d *daemonSource) open(ctx context.Context) (*Image, error) {
 	if len(short) > 12 {
 		short = short[:12]
 	}
-	return &Image{Taggable: img, Description: fmt.Sprintf("Docker engine image %s (ID %s)", d.spec, short), close: cleanup}, nil
+	return &Image{Taggable: img, Description: fmt.Sprintf("Docker engine image %s (ID %s; %s)", d.spec, short, er.says()), close: cleanup}, nil
 }
 
 // ExportStallError is an export the Docker engine stopped sending: nothing
@@ -131,12 +138,9 @@ func (e *ExportStallError) Error() string {
 	return fmt.Sprintf("the Docker engine at %s sent nothing of the export for %s: export abandoned (is the engine, or the link to it, alive?)", e.Host, e.Idle)
 }
 
-func (d *daemonSource) export(ctx context.Context, path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
+// export streams the image out of the engine into read, abandoning it when
+// no byte comes for the stall time.
+func (d *daemonSource) export(ctx context.Context, read func(io.Reader) error) error {
 	// A silent engine (a tcp:// link gone quiet) would hold the run
 	// forever: the export is abandoned when no byte comes for the stall
 	// time, as an upload is.
@@ -176,16 +180,13 @@ func (d *daemonSource) export(ctx context.Context, path string) error {
 			}
 		}
 	}()
-	_, err = io.Copy(f, &countingReader{r: rc, n: &written, touch: func() { watchdog.Reset(idle) }})
+	err = read(&countingReader{r: rc, n: &written, touch: func() { watchdog.Reset(idle) }})
 	close(stop)
 	<-done
-	if err != nil {
-		if context.Cause(ctx) == stalled {
-			return stalled
-		}
-		return err
+	if err != nil && context.Cause(ctx) == stalled {
+		return stalled
 	}
-	return f.Close()
+	return err
 }
 
 type countingReader struct {

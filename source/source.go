@@ -107,7 +107,7 @@ func Open(ctx context.Context, spec string, o Options) (*Image, error) {
 // error here) and exported by Open.
 type Prepared struct {
 	o    Options
-	open func(context.Context) (*Image, error)
+	open func(context.Context, Held) (*Image, error)
 	// ID is what the source says the image is without opening it: a
 	// Docker engine image's ID, which is its config's digest (the classic
 	// image store) or its manifest's (the containerd store). Empty for
@@ -135,14 +135,21 @@ func Prepare(ctx context.Context, spec string, o Options) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Prepared{o: o, open: func(context.Context) (*Image, error) { return img, nil }}, nil
+	return &Prepared{o: o, open: func(context.Context, Held) (*Image, error) { return img, nil }}, nil
 }
 
 // Open opens the image: it exports a Docker engine's image, picks the
 // platform asked for, and finds what refers to the image. Close the image
 // when done with it.
 func (p *Prepared) Open(ctx context.Context) (*Image, error) {
-	img, err := p.open(ctx)
+	return p.OpenHeld(ctx, nil)
+}
+
+// OpenHeld is Open, told what the destination already holds: a Docker
+// engine image's layers found there are not compressed, and are pushed as
+// the blobs that are there. Other sources are open already.
+func (p *Prepared) OpenHeld(ctx context.Context, held Held) (*Image, error) {
+	img, err := p.open(ctx, held)
 	if err != nil {
 		return nil, err
 	}

@@ -6,19 +6,23 @@
 package fakedocker
 
 import (
+	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 // Engine is a fake Docker engine.
@@ -37,7 +41,26 @@ type Engine struct {
 	// connection open, until the client goes away: an engine link gone
 	// silent (a tcp:// engine, Bitbucket's docker service).
 	StallSave bool
+	// Store is how the engine keeps images, which decides an image's ID
+	// and the form of its export.
+	Store Store
 }
+
+// Store is an engine's image store.
+type Store int
+
+const (
+	// Classic is the overlay2/vfs store (Docker 20.10 to 28, and 29 on
+	// upgraded installs): the image ID is the config's digest, layers are
+	// kept uncompressed, and a save is the classic form, sorted by name:
+	// <v1 id>/layer.tar per layer, <id>.json, manifest.json.
+	Classic Store = iota
+	// Containerd is the containerd image store (Docker 29's default on
+	// new installs): the image ID is the manifest's digest, and a save is
+	// an OCI layout of the blobs as pulled or built, compressed, with
+	// manifest.json beside it.
+	Containerd
+)
 
 // Start serves images (by name, e.g. "app:1") on a socket in dir.
 func Start(dir string, images map[string]v1.Image) (*Engine, error) {
@@ -73,7 +96,7 @@ func (e *Engine) Saves() int {
 // engine does.
 func (e *Engine) lookup(ref string) (name.Tag, v1.Image, bool) {
 	for n, img := range e.images {
-		if id, err := img.ConfigName(); err == nil && id.String() == ref {
+		if id, err := e.id(img); err == nil && id.String() == ref {
 			tag, _ := name.NewTag(n)
 			return tag, img, true
 		}
@@ -120,7 +143,7 @@ func (e *Engine) inspect(w http.ResponseWriter, escaped string) {
 		notFound(w, "No such image: "+ref)
 		return
 	}
-	id, err := img.ConfigName()
+	id, err := e.id(img)
 	if err != nil {
 		http.Error(w, err.Error(), 500)
 		return
@@ -160,10 +183,14 @@ func (e *Engine) save(w http.ResponseWriter, r *http.Request, names []string) {
 	broken, stall := e.BreakSave, e.StallSave
 	e.mu.Unlock()
 	w.Header().Set("Content-Type", "application/x-tar")
+	write := e.writeClassic
+	if e.Store == Containerd {
+		write = writeContainerd
+	}
 	if stall || broken {
 		// Half the export, then silence (stall) or a closed connection.
 		var buf bytes.Buffer
-		_ = tarball.MultiWrite(refs, &buf)
+		_ = write(refs, &buf)
 		_, _ = w.Write(buf.Bytes()[:buf.Len()/2])
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
@@ -179,5 +206,174 @@ func (e *Engine) save(w http.ResponseWriter, r *http.Request, names []string) {
 		}
 		return
 	}
-	_ = tarball.MultiWrite(refs, w)
+	if err := write(refs, w); err != nil {
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// id is the image's ID in the engine's store.
+func (e *Engine) id(img v1.Image) (v1.Hash, error) {
+	if e.Store == Containerd {
+		return img.Digest()
+	}
+	return img.ConfigName()
+}
+
+// writeClassic writes what the classic store's save writes: each layer
+// uncompressed in a directory named by an ID that says nothing of its
+// content, a layer met again linked to its first copy, every entry sorted
+// by name (as `docker save` of Docker 20.10 archives its temp directory).
+func (e *Engine) writeClassic(refs map[name.Tag]v1.Image, w io.Writer) error {
+	files := make(map[string][]byte)
+	links := make(map[string]string)
+	var manifest []map[string]any
+	for tag, img := range refs {
+		cfgName, err := img.ConfigName()
+		if err != nil {
+			return err
+		}
+		raw, err := img.RawConfigFile()
+		if err != nil {
+			return err
+		}
+		files[cfgName.Hex+".json"] = raw
+		layers, err := img.Layers()
+		if err != nil {
+			return err
+		}
+		var paths []string
+		byDiff := make(map[v1.Hash]string)
+		for i, l := range layers {
+			diff, err := l.DiffID()
+			if err != nil {
+				return err
+			}
+			sum := sha256.Sum256([]byte(fmt.Sprintf("%s %d %s", cfgName, i, diff)))
+			dir := hex.EncodeToString(sum[:])
+			p := dir + "/layer.tar"
+			if first, ok := byDiff[diff]; ok {
+				links[p] = "../" + first
+			} else {
+				rc, err := l.Uncompressed()
+				if err != nil {
+					return err
+				}
+				b, err := io.ReadAll(rc)
+				rc.Close()
+				if err != nil {
+					return err
+				}
+				files[p] = b
+				byDiff[diff] = p
+			}
+			files[dir+"/VERSION"] = []byte("1.0")
+			files[dir+"/json"] = []byte(fmt.Sprintf(`{"id":%q}`, dir))
+			paths = append(paths, p)
+		}
+		manifest = append(manifest, map[string]any{"Config": cfgName.Hex + ".json", "RepoTags": []string{tag.String()}, "Layers": paths})
+	}
+	m, err := json.Marshal(manifest)
+	if err != nil {
+		return err
+	}
+	files["manifest.json"] = m
+	return writeTar(w, files, links)
+}
+
+// writeContainerd writes what the containerd store's save writes: an OCI
+// layout holding the image's blobs as they are (compressed), and
+// manifest.json naming them.
+func writeContainerd(refs map[name.Tag]v1.Image, w io.Writer) error {
+	files := make(map[string][]byte)
+	var manifest []map[string]any
+	var index []v1.Descriptor
+	for tag, img := range refs {
+		cfgName, err := img.ConfigName()
+		if err != nil {
+			return err
+		}
+		raw, err := img.RawConfigFile()
+		if err != nil {
+			return err
+		}
+		files["blobs/sha256/"+cfgName.Hex] = raw
+		layers, err := img.Layers()
+		if err != nil {
+			return err
+		}
+		var paths []string
+		for _, l := range layers {
+			d, err := l.Digest()
+			if err != nil {
+				return err
+			}
+			rc, err := l.Compressed()
+			if err != nil {
+				return err
+			}
+			b, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil {
+				return err
+			}
+			files["blobs/sha256/"+d.Hex] = b
+			paths = append(paths, "blobs/sha256/"+d.Hex)
+		}
+		rawManifest, err := img.RawManifest()
+		if err != nil {
+			return err
+		}
+		d, err := img.Digest()
+		if err != nil {
+			return err
+		}
+		mt, err := img.MediaType()
+		if err != nil {
+			return err
+		}
+		files["blobs/sha256/"+d.Hex] = rawManifest
+		index = append(index, v1.Descriptor{MediaType: mt, Digest: d, Size: int64(len(rawManifest)), Annotations: map[string]string{"io.containerd.image.name": tag.String()}})
+		manifest = append(manifest, map[string]any{"Config": "blobs/sha256/" + cfgName.Hex, "RepoTags": []string{tag.String()}, "Layers": paths})
+	}
+	m, err := json.Marshal(manifest)
+	if err != nil {
+		return err
+	}
+	files["manifest.json"] = m
+	idx, err := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index})
+	if err != nil {
+		return err
+	}
+	files["index.json"] = idx
+	files["oci-layout"] = []byte(`{"imageLayoutVersion":"1.0.0"}`)
+	return writeTar(w, files, nil)
+}
+
+// writeTar writes files and links, sorted by name.
+func writeTar(w io.Writer, files map[string][]byte, links map[string]string) error {
+	var names []string
+	for n := range files {
+		names = append(names, n)
+	}
+	for n := range links {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	tw := tar.NewWriter(w)
+	for _, n := range names {
+		if target, ok := links[n]; ok {
+			if err := tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeSymlink, Linkname: target, Mode: 0o644}); err != nil {
+				return err
+			}
+			continue
+		}
+		b := files[n]
+		if err := tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Size: int64(len(b)), Mode: 0o644}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(b); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
 }

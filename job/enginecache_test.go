@@ -1,0 +1,158 @@
+package job_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/tagpush/tagpush/internal/fakedocker"
+	"github.com/tagpush/tagpush/internal/faults"
+	"github.com/tagpush/tagpush/internal/testregistry"
+	"github.com/tagpush/tagpush/job"
+)
+
+// service is an image of a base (two layers of 1 MiB) and an app layer of
+// 64 KiB, as `docker build` leaves a service image: the base stays, the app
+// layer changes with every build.
+func service(t *testing.T, base []v1.Layer) v1.Image {
+	t.Helper()
+	app, err := random.Layer(64<<10, "application/vnd.docker.image.rootfs.diff.tar.gzip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, append(append([]v1.Layer{}, base...), app)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func baseLayers(t *testing.T) []v1.Layer {
+	t.Helper()
+	var base []v1.Layer
+	for range 2 {
+		l, err := random.Layer(1<<20, "application/vnd.docker.image.rootfs.diff.tar.gzip")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base = append(base, l)
+	}
+	return base
+}
+
+// manifestOf reads what a tag holds.
+func manifestOf(t *testing.T, ref string) *v1.Manifest {
+	t.Helper()
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(tag)
+	if err != nil {
+		t.Fatalf("read %s: %v", ref, err)
+	}
+	// Every blob is what its manifest and config say: the compressed
+	// digest and size, and the uncompressed layer's diff ID.
+	if err := validate.Image(img); err != nil {
+		t.Errorf("%s is not a whole image: %v", ref, err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// A rebuild on a fresh runner, after a team moved from docker push: the
+// tags hold the last build as docker push compressed it (here: the blobs
+// as they were pushed by another tool, whose compression is not tagpush's).
+// The new build shares the base: its layers are found at the destination
+// by diff ID, pushed as the blobs that are there, and only the new app
+// layer is compressed and uploaded. Every run compressed and uploaded the
+// whole image, and the base went up again under new digests.
+func TestRebuildUploadsOnlyTheNewLayer(t *testing.T) {
+	base := baseLayers(t)
+	last, next := service(t, base), service(t, base)
+	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": next})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	tags := []string{reg.Host + "/acme/api:1.4", reg.Host + "/acme/api:latest"}
+	for _, ref := range tags {
+		tag, _ := name.NewTag(ref)
+		if err := remote.Write(tag, last); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lastManifest := manifestOf(t, tags[0])
+	reg.Faults.Reset(faults.Config{})
+
+	r := newRunner(t, map[string]string{"source": "docker-daemon:acme/api:ci", "tags": strings.Join(tags, "\n")})
+	r.env["DOCKER_HOST"] = engine.Host
+	if code := r.run(t); code != job.ExitOK {
+		t.Fatalf("exit %d\n%s", code, &r.stdout)
+	}
+	for _, ref := range tags {
+		m := manifestOf(t, ref)
+		for i := range 2 {
+			if m.Layers[i].Digest != lastManifest.Layers[i].Digest {
+				t.Errorf("%s: base layer %d is %s, want the blob already there, %s", ref, i, m.Layers[i].Digest, lastManifest.Layers[i].Digest)
+			}
+		}
+		if m.Layers[2].Digest == lastManifest.Layers[2].Digest {
+			t.Errorf("%s: the app layer did not change", ref)
+		}
+	}
+	// The app layer (64 KiB of random bytes, gzip adds a little) and the
+	// config: the base's 2 MiB stay where they are.
+	if sent := reg.Faults.Stats().BlobBytes; sent > 80<<10 {
+		t.Errorf("uploaded %d bytes, want only the app layer and the config (< 80 KiB)", sent)
+	}
+	if !strings.Contains(r.stdout.String(), "1 layer compressed, 2 found at the destination") {
+		t.Errorf("the log does not say what was compressed:\n%s", &r.stdout)
+	}
+}
+
+// A job retried after one registry failed it: one tag holds the image
+// already, the other does not. The image is read from the tag that holds
+// it and its blobs mounted from there: no export at all.
+func TestImageHeldByOneTagIsNotExported(t *testing.T) {
+	img := service(t, baseLayers(t))
+	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	run := func(tags ...string) (int, map[string]string) {
+		r := newRunner(t, map[string]string{"source": "docker-daemon:acme/api:ci", "tags": strings.Join(tags, "\n")})
+		r.env["DOCKER_HOST"] = engine.Host
+		code := r.run(t)
+		return code, r.outputs(t)
+	}
+	first, other := reg.Host+"/acme/api:1.4", reg.Host+"/acme/mirror:1.4"
+	if code, _ := run(first); code != job.ExitOK || engine.Saves() != 1 {
+		t.Fatalf("first push: exit %d, %d exports", code, engine.Saves())
+	}
+	want := manifestOf(t, first)
+	reg.Faults.Reset(faults.Config{})
+	code, out := run(first, other)
+	if code != job.ExitOK || engine.Saves() != 1 || !strings.Contains(out["pushed"], other) || out["unchanged"] != first {
+		t.Fatalf("retry: exit %d, %d exports (want still 1), pushed %q, unchanged %q", code, engine.Saves(), out["pushed"], out["unchanged"])
+	}
+	if got := manifestOf(t, other); got.Config.Digest != want.Config.Digest || got.Layers[0].Digest != want.Layers[0].Digest {
+		t.Errorf("%s holds another image than %s", other, first)
+	}
+	if sent := reg.Faults.Stats().BlobBytes; sent != 0 {
+		t.Errorf("uploaded %d blob bytes, want every blob mounted", sent)
+	}
+}
