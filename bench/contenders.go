@@ -44,6 +44,7 @@ func (j job) tags() []name.Tag {
 // memory, and what it said of itself.
 type outcome struct {
 	wall    time.Duration
+	cpu     time.Duration // user and system, of the process
 	rss     int64
 	claimed int // tags it said it pushed
 	errs    []string
@@ -82,6 +83,7 @@ func timed(cmd *exec.Cmd) (outcome, error) {
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			o.rss = ru.Maxrss * 1024
+			o.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 		}
 	}
 	return o, err

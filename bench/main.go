@@ -86,7 +86,7 @@ func run() error {
 	flag.BoolVar(&s.memory, "memory", false, "instead: peak memory of tagpush pushing a large image from an OCI layout and a docker-archive")
 	flag.IntVar(&s.memoryMiB, "memory-mib", 1024, "image size for --memory")
 	flag.BoolVar(&s.scale, "scale", false, "instead: tagpush with 100 and with 1,000 tags")
-	flag.StringVar(&s.suite, "suite", "", "instead: a named set of cases: reference (the read-path cases: healthy, 200 tags, ghcr-like, an index; tagpush and oras), microservices (4 images x 3 tags: tagpush in one run, in four, and docker push where an engine answers), daemon (an image of --memory-mib from the Docker engine: tagpush against docker push)")
+	flag.StringVar(&s.suite, "suite", "", "instead: a named set of cases: reference (the read-path cases: healthy, 200 tags, ghcr-like, an index; tagpush and oras), microservices (4 images x 3 tags: tagpush in one run, in four, and docker push where an engine answers), daemon (an image of --memory-mib from the Docker engine: tagpush against docker push), engine (a service image docker build left in the engine: first push, rebuild on a fresh runner and on the same engine, unchanged re-run; tagpush against docker push)")
 	flag.StringVar(&s.version, "registry-version", testregistry.DefaultVersion, "Distribution release to run (v3.0.0, v3.1.2)")
 	flag.Parse()
 	s.scenarios = strings.Split(scenarios, ",")
@@ -101,8 +101,8 @@ func run() error {
 			return err
 		}
 	}
-	if s.suite != "" && s.suite != "reference" && s.suite != "microservices" && s.suite != "daemon" {
-		return fmt.Errorf("unknown suite %q (known: reference, microservices, daemon)", s.suite)
+	if s.suite != "" && s.suite != "reference" && s.suite != "microservices" && s.suite != "daemon" && s.suite != "engine" {
+		return fmt.Errorf("unknown suite %q (known: reference, microservices, daemon, engine)", s.suite)
 	}
 
 	ctx := context.Background()
@@ -128,6 +128,8 @@ func run() error {
 		return b.microBench(ctx, s)
 	case s.suite == "daemon":
 		return b.daemonBench(ctx, s)
+	case s.suite == "engine":
+		return b.engineBench(ctx, s)
 	}
 	return b.raceBench(ctx, s)
 }

@@ -100,7 +100,8 @@ func (d *daemonSource) open(ctx context.Context, held Held) (*Image, error) {
 		return nil, fmt.Errorf("source docker-daemon:%s: %w", d.spec, err)
 	}
 	cleanup := func() { _ = os.RemoveAll(dir) }
-	er := newExportReader(dir, d.diffIDs, held)
+	id, _ := v1.NewHash(d.id)
+	er := newExportReader(dir, id, d.diffIDs, held)
 	if err := d.export(ctx, er.read); err != nil {
 		cleanup()
 		var stall *ExportStallError
@@ -114,7 +115,6 @@ func (d *daemonSource) open(ctx context.Context, held Held) (*Image, error) {
 		}
 		return nil, fmt.Errorf("source docker-daemon:%s: export the image from %s: %w", d.spec, d.host, err)
 	}
-	id, _ := v1.NewHash(d.id)
 	img, err := er.image(id)
 	if err != nil {
 		cleanup()
@@ -124,7 +124,7 @@ func (d *daemonSource) open(ctx context.Context, held Held) (*Image, error) {
 	if len(short) > 12 {
 		short = short[:12]
 	}
-	return &Image{Taggable: img, Description: fmt.Sprintf("Docker engine image %s (ID %s; %s)", d.spec, short, er.says()), close: cleanup}, nil
+	return &Image{Taggable: img, Description: fmt.Sprintf("Docker engine image %s (ID %s; %s)", d.spec, short, img.says()), close: cleanup}, nil
 }
 
 // ExportStallError is an export the Docker engine stopped sending: nothing

@@ -66,6 +66,12 @@ type exportReader struct {
 	// unseenHeld and unseenNew are the distinct diff IDs not yet met in
 	// the stream, which the destination holds, or does not.
 	unseenHeld, unseenNew map[v1.Hash]bool
+	// id is the image's ID; config, once met, the file whose digest it is
+	// (the classic store's config). came counts blobs that came
+	// compressed, whose diff IDs only the config and manifest.json say.
+	id     v1.Hash
+	config []byte
+	came   int
 
 	files    map[string][]byte   // small JSON files, by path in the export
 	layers   map[string]*spooled // layers and blobs, by path
@@ -87,9 +93,9 @@ type spooled struct {
 	mediaType types.MediaType
 }
 
-func newExportReader(dir string, diffIDs []v1.Hash, held Held) *exportReader {
+func newExportReader(dir string, id v1.Hash, diffIDs []v1.Hash, held Held) *exportReader {
 	e := &exportReader{
-		dir: dir, held: held, diffIDs: diffIDs,
+		dir: dir, id: id, held: held, diffIDs: diffIDs,
 		unseenHeld: make(map[v1.Hash]bool), unseenNew: make(map[v1.Hash]bool),
 		files: make(map[string][]byte), layers: make(map[string]*spooled), links: make(map[string]string),
 		compress: func(w io.Writer) (io.WriteCloser, error) {
@@ -145,7 +151,20 @@ func (e *exportReader) read(r io.Reader) error {
 		if err := e.entry(p, hdr.Size, tr); err != nil {
 			return fmt.Errorf("%s in the export: %w", p, err)
 		}
+		if e.enough() {
+			return nil
+		}
 	}
+}
+
+// enough reports whether the export has given all the push needs: the
+// config (the file whose digest is the image ID: the classic store's) and
+// every layer the destination does not hold. The rest of it is layers the
+// destination holds, which would only be hashed and passed over: the export
+// is abandoned there (the engine stops writing when the connection closes),
+// and the image is put together in the order of the engine's diff IDs.
+func (e *exportReader) enough() bool {
+	return e.config != nil && len(e.unseenNew) == 0 && e.came == 0
 }
 
 // entry reads one file of the export.
@@ -162,6 +181,9 @@ func (e *exportReader) entry(p string, size int64, r io.Reader) error {
 	case len(head) > 0 && (head[0] == '{' || head[0] == '[') && size <= maxMetadataBytes:
 		b, err := io.ReadAll(br)
 		e.files[p] = b
+		if sha256Of(b) == e.id {
+			e.config = b
+		}
 		return err
 	case strings.HasSuffix(p, "/layer.tar"), named.Hex != "" && e.isLayer(named):
 		return e.layer(p, br, named)
@@ -201,6 +223,7 @@ func (e *exportReader) keepCompressed(p string, r io.Reader, head []byte) error 
 		return err
 	}
 	e.layers[p] = s
+	e.came++
 	return nil
 }
 
@@ -316,6 +339,9 @@ type saved struct {
 // layer came compressed and the export has the image's own manifest (the
 // containerd image store), that manifest is pushed as it is.
 func (e *exportReader) image(id v1.Hash) (*engineImage, error) {
+	if e.enough() {
+		return e.imageByDiffIDs()
+	}
 	var entries []saved
 	if err := json.Unmarshal(e.files["manifest.json"], &entries); err != nil || len(entries) == 0 {
 		return nil, fmt.Errorf("the export has no manifest.json: is it a `docker save` of one image?")
@@ -395,13 +421,19 @@ func (e *exportReader) ownManifest(id v1.Hash, rawConfig []byte) (*v1.Manifest, 
 
 // says what the export cost: layers compressed, found at the destination,
 // or kept as they came.
-func (e *exportReader) says() string {
+func (img *engineImage) says() string {
 	var compressed, held, came int
-	for _, s := range e.layers {
-		switch {
-		case s.file == "":
+	seen := make(map[v1.Hash]bool)
+	for _, l := range img.layers {
+		d, _ := l.Digest()
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		switch s, ok := l.(*spooledLayer); {
+		case !ok:
 			held++
-		case s.diffID.Hex == "":
+		case s.s.diffID.Hex == "":
 			came++
 		default:
 			compressed++
@@ -422,4 +454,39 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+}
+
+// imageByDiffIDs puts the image together from its config and the layers
+// met, by diff ID, in the order the engine listed them: manifest.json may
+// not have been read.
+func (e *exportReader) imageByDiffIDs() (*engineImage, error) {
+	cf, err := v1.ParseConfigFile(bytes.NewReader(e.config))
+	if err != nil {
+		return nil, fmt.Errorf("the export's config: %w", err)
+	}
+	if len(cf.RootFS.DiffIDs) != len(e.diffIDs) {
+		return nil, fmt.Errorf("the export's config lists %d layers and the engine %d", len(cf.RootFS.DiffIDs), len(e.diffIDs))
+	}
+	byDiff := make(map[v1.Hash]*spooled)
+	for _, s := range e.layers {
+		if s.file != "" {
+			byDiff[s.diffID] = s
+		}
+	}
+	img := &engineImage{rawConfig: e.config, config: cf}
+	for i, diffID := range cf.RootFS.DiffIDs {
+		if diffID != e.diffIDs[i] {
+			return nil, fmt.Errorf("the export's config lists layer %d as %s and the engine as %s", i, diffID, e.diffIDs[i])
+		}
+		if s, ok := byDiff[diffID]; ok {
+			img.layers = append(img.layers, &spooledLayer{s: *s, diffID: diffID, mediaType: s.mediaType})
+			continue
+		}
+		l, ok := e.held.Layer(diffID)
+		if !ok {
+			return nil, fmt.Errorf("layer %s is in neither the export nor the destination", diffID)
+		}
+		img.layers = append(img.layers, l)
+	}
+	return img, img.writeManifest()
 }
