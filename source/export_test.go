@@ -126,12 +126,18 @@ func (b heldBlob) Uncompressed() (io.ReadCloser, error) {
 // are compressed. A layer met twice (the classic form links it) is one
 // blob.
 func TestHeldLayersAreNotCompressed(t *testing.T) {
+	for _, store := range []fakedocker.Store{fakedocker.Classic, fakedocker.ClassicOCI} {
+		t.Run(fmt.Sprint(store), func(t *testing.T) { heldLayersAreNotCompressed(t, store) })
+	}
+}
+
+func heldLayersAreNotCompressed(t *testing.T, store fakedocker.Store) {
 	a, b, c := textLayer(t, 1, 64<<10), textLayer(t, 2, 64<<10), textLayer(t, 3, 64<<10)
 	img, err := mutate.AppendLayers(empty.Image, a, b, c, a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine := engineWith(t, fakedocker.Classic, img)
+	engine := engineWith(t, store, img)
 	diff := func(l v1.Layer) v1.Hash { d, _ := l.DiffID(); return d }
 	h := held{diff(a): heldBlob{diff(a)}, diff(c): heldBlob{diff(c)}}
 	p, err := Prepare(context.Background(), "docker-daemon:acme/app:ci", Options{Docker: Docker{Host: engine.Host}})

@@ -49,12 +49,20 @@ type Engine struct {
 // Store is an engine's image store.
 type Store int
 
+func (s Store) String() string {
+	return [...]string{"classic", "classic-oci", "containerd"}[s]
+}
+
 const (
 	// Classic is the overlay2/vfs store (Docker 20.10 to 28, and 29 on
 	// upgraded installs): the image ID is the config's digest, layers are
 	// kept uncompressed, and a save is the classic form, sorted by name:
 	// <v1 id>/layer.tar per layer, <id>.json, manifest.json.
 	Classic Store = iota
+	// ClassicOCI is the classic store of Docker 25 to 28, whose save is an
+	// OCI layout: each layer uncompressed as blobs/sha256/<diff ID>, the
+	// config as blobs/sha256/<image ID>, index.json and manifest.json.
+	ClassicOCI
 	// Containerd is the containerd image store (Docker 29's default on
 	// new installs): the image ID is the manifest's digest, and a save is
 	// an OCI layout of the blobs as pulled or built, compressed, with
@@ -184,7 +192,10 @@ func (e *Engine) save(w http.ResponseWriter, r *http.Request, names []string) {
 	e.mu.Unlock()
 	w.Header().Set("Content-Type", "application/x-tar")
 	write := e.writeClassic
-	if e.Store == Containerd {
+	switch e.Store {
+	case ClassicOCI:
+		write = writeClassicOCI
+	case Containerd:
 		write = writeContainerd
 	}
 	if stall || broken {
@@ -278,6 +289,54 @@ func (e *Engine) writeClassic(refs map[name.Tag]v1.Image, w io.Writer) error {
 	}
 	files["manifest.json"] = m
 	return writeTar(w, files, links)
+}
+
+// writeClassicOCI writes what the classic store's save writes since Docker
+// 25: an OCI layout of uncompressed layers named by their diff IDs.
+func writeClassicOCI(refs map[name.Tag]v1.Image, w io.Writer) error {
+	files := make(map[string][]byte)
+	var manifest []map[string]any
+	for tag, img := range refs {
+		cfgName, err := img.ConfigName()
+		if err != nil {
+			return err
+		}
+		raw, err := img.RawConfigFile()
+		if err != nil {
+			return err
+		}
+		files["blobs/sha256/"+cfgName.Hex] = raw
+		layers, err := img.Layers()
+		if err != nil {
+			return err
+		}
+		var paths []string
+		for _, l := range layers {
+			diff, err := l.DiffID()
+			if err != nil {
+				return err
+			}
+			rc, err := l.Uncompressed()
+			if err != nil {
+				return err
+			}
+			b, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil {
+				return err
+			}
+			files["blobs/sha256/"+diff.Hex] = b
+			paths = append(paths, "blobs/sha256/"+diff.Hex)
+		}
+		manifest = append(manifest, map[string]any{"Config": "blobs/sha256/" + cfgName.Hex, "RepoTags": []string{tag.String()}, "Layers": paths})
+	}
+	m, err := json.Marshal(manifest)
+	if err != nil {
+		return err
+	}
+	files["manifest.json"] = m
+	files["oci-layout"] = []byte(`{"imageLayoutVersion":"1.0.0"}`)
+	return writeTar(w, files, nil)
 }
 
 // writeContainerd writes what the containerd store's save writes: an OCI
