@@ -1,6 +1,10 @@
 package job_test
 
 import (
+	crand "crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -12,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
+	"github.com/tagpush/tagpush/internal/dockertest"
 	"github.com/tagpush/tagpush/internal/fakedocker"
 	"github.com/tagpush/tagpush/internal/faults"
 	"github.com/tagpush/tagpush/internal/testregistry"
@@ -154,5 +159,86 @@ func TestImageHeldByOneTagIsNotExported(t *testing.T) {
 	}
 	if sent := reg.Faults.Stats().BlobBytes; sent != 0 {
 		t.Errorf("uploaded %d blob bytes, want every blob mounted", sent)
+	}
+}
+
+// The same on a real engine, as a workflow has it: a base in the engine,
+// `docker build` of an app layer on it, pushed; then a rebuild with a new
+// app layer, pushed to the same tags. The rebuild uploads the app layer and
+// the config only, and every pushed image is whole (each layer's
+// uncompressed digest is its config's diff ID). Then a team moving from
+// docker push: the tags hold what `docker push` wrote, and a rebuild keeps
+// its base blobs.
+func TestRebuildOnARealEngine(t *testing.T) {
+	host := dockertest.Engine(t)
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	base, err := random.Image(512<<10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dockertest.Load(t, host, map[string]v1.Image{"tagpush-test/base:1": base})
+	build := func(ref string) {
+		t.Helper()
+		dir := t.TempDir()
+		app := make([]byte, 64<<10)
+		_, _ = crand.Read(app)
+		if err := os.WriteFile(filepath.Join(dir, "app.bin"), app, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM tagpush-test/base:1\nCOPY app.bin /app.bin\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("docker", "build", "-q", "-t", ref, dir)
+		cmd.Env = append(os.Environ(), "DOCKER_HOST="+host)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("docker build: %v: %s", err, out)
+		}
+		t.Cleanup(func() {
+			c := exec.Command("docker", "rmi", "-f", ref)
+			c.Env = cmd.Env
+			_ = c.Run()
+		})
+	}
+	push := func(src string, tags ...string) string {
+		t.Helper()
+		r := newRunner(t, map[string]string{"source": "docker-daemon:" + src, "tags": strings.Join(tags, "\n")})
+		r.env["DOCKER_HOST"] = host
+		mustRun(t, r)
+		return r.stdout.String()
+	}
+	tags := []string{reg.Host + "/acme/svc:1", reg.Host + "/acme/svc:latest"}
+	build("tagpush-test/svc:1")
+	push("tagpush-test/svc:1", tags...)
+	first := manifestOf(t, tags[0])
+	build("tagpush-test/svc:2")
+	reg.Faults.Reset(faults.Config{})
+	log := push("tagpush-test/svc:2", tags...)
+	for _, ref := range tags {
+		m := manifestOf(t, ref)
+		if m.Layers[0].Digest != first.Layers[0].Digest || m.Layers[1].Digest != first.Layers[1].Digest || m.Layers[2].Digest == first.Layers[2].Digest {
+			t.Errorf("%s: layers %v, want the base's blobs kept and a new app layer", ref, m.Layers)
+		}
+	}
+	if sent := reg.Faults.Stats().BlobBytes; sent > 80<<10 {
+		t.Errorf("the rebuild uploaded %d bytes, want the app layer and the config (< 80 KiB)\n%s", sent, log)
+	}
+
+	// docker push wrote these tags; tagpush's rebuild keeps docker's base.
+	pushed := reg.Host + "/acme/moved:1"
+	for _, args := range [][]string{{"tag", "tagpush-test/svc:1", pushed}, {"push", "-q", pushed}, {"rmi", pushed}} {
+		cmd := exec.Command("docker", args...)
+		cmd.Env = append(os.Environ(), "DOCKER_HOST="+host)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("docker %s: %v: %s", args[0], err, out)
+		}
+	}
+	byDocker := manifestOf(t, pushed)
+	reg.Faults.Reset(faults.Config{})
+	push("tagpush-test/svc:2", pushed)
+	if m := manifestOf(t, pushed); m.Layers[0].Digest != byDocker.Layers[0].Digest || m.Layers[1].Digest != byDocker.Layers[1].Digest {
+		t.Errorf("after docker push: layers %v, want docker's base blobs %v", m.Layers, byDocker.Layers)
+	}
+	if sent := reg.Faults.Stats().BlobBytes; sent > 80<<10 {
+		t.Errorf("the rebuild over docker push's tags uploaded %d bytes, want < 80 KiB", sent)
 	}
 }
