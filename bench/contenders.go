@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tagpush/tagpush/internal/actiontest"
+	"github.com/tagpush/tagpush/pusher"
 )
 
 // job is one contender's run: what to push, and where.
@@ -121,7 +122,9 @@ func runAction(ctx context.Context, bin, dir string, inputs ...string) (outcome,
 	cmd.Env = append([]string{
 		"HOME=" + dir, "PATH=" + os.Getenv("PATH"), "GITHUB_ACTIONS=true", "CI=true",
 		"GITHUB_OUTPUT=" + filepath.Join(dir, "output"), "GITHUB_STEP_SUMMARY=" + filepath.Join(dir, "summary"),
-		"INPUT_CONCURRENCY=4",
+		// The runner sets every declared input, with its default
+		// when the workflow gives none.
+		fmt.Sprintf("INPUT_CONCURRENCY=%d", pusher.DefaultConcurrency),
 	}, inputs...)
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log

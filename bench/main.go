@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -68,11 +69,14 @@ type bench struct {
 	reg  *testregistry.Registry
 	env  *benchEnv
 	work string
+	// levels are the concurrency inputs the microservices suite tries
+	// besides the default.
+	levels []int
 }
 
 func run() error {
 	var s settings
-	var scenarios, who string
+	var scenarios, who, levels string
 	flag.IntVar(&s.tags, "tags", 20, "tags per run")
 	flag.IntVar(&s.layers, "layers", 5, "layers in the generated image")
 	flag.IntVar(&s.layerMiB, "layer-mib", 8, "MiB of random bytes per layer")
@@ -87,6 +91,7 @@ func run() error {
 	flag.IntVar(&s.memoryMiB, "memory-mib", 1024, "image size for --memory")
 	flag.BoolVar(&s.scale, "scale", false, "instead: tagpush with 100 and with 1,000 tags")
 	flag.StringVar(&s.suite, "suite", "", "instead: a named set of cases: reference (the read-path cases: healthy, 200 tags, ghcr-like, an index; tagpush and oras), microservices (4 images x 3 tags: tagpush in one run, in four, and docker push where an engine answers), daemon (an image of --memory-mib from the Docker engine: tagpush against docker push), engine (a service image docker build left in the engine: first push, rebuild on a fresh runner and on the same engine, unchanged re-run; tagpush against docker push)")
+	flag.StringVar(&levels, "levels", "", "microservices suite: concurrency inputs to run tagpush (one run) at besides the default, comma-separated")
 	flag.StringVar(&s.version, "registry-version", testregistry.DefaultVersion, "Distribution release to run (v3.0.0, v3.1.2)")
 	flag.Parse()
 	s.scenarios = strings.Split(scenarios, ",")
@@ -116,6 +121,16 @@ func run() error {
 		return err
 	}
 	defer b.reg.Close()
+	for _, l := range strings.Split(levels, ",") {
+		if l == "" {
+			continue
+		}
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			return fmt.Errorf("--levels: %q is not a number", l)
+		}
+		b.levels = append(b.levels, n)
+	}
 
 	switch {
 	case s.memory:
@@ -157,7 +172,7 @@ func setUp(ctx context.Context, s settings, work string) (*bench, error) {
 	if err != nil {
 		return nil, err
 	}
-	if slices.Contains(s.contenders, "oras") || s.suite == "reference" {
+	if slices.Contains(s.contenders, "oras") || s.suite == "reference" || s.suite == "microservices" {
 		fmt.Fprintln(os.Stderr, "bench: installing oras (the first run builds it)")
 		if env.oras, err = testregistry.Tool(ctx, testregistry.OrasModule, "oras"); err != nil {
 			reg.Close()

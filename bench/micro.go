@@ -46,12 +46,18 @@ type service struct {
 type microContender func(ctx context.Context, b *bench, svcs []service, prefix string) (outcome, error)
 
 func (b *bench) microContenders(engine bool) ([]string, map[string]microContender) {
-	names := []string{"tagpush (one run)", "tagpush x4 in parallel", "tagpush x4 in turn"}
+	names := []string{"tagpush (one run)"}
 	m := map[string]microContender{
-		"tagpush (one run)":      tagpushOneRun,
+		"tagpush (one run)":      tagpushOneRun(0),
 		"tagpush x4 in parallel": tagpushRuns(true),
 		"tagpush x4 in turn":     tagpushRuns(false),
+		"oras cp x4 in parallel": orasRuns,
 	}
+	for _, n := range b.levels {
+		c := fmt.Sprintf("tagpush (one run, concurrency %d)", n)
+		names, m[c] = append(names, c), tagpushOneRun(n)
+	}
+	names = append(names, "oras cp x4 in parallel", "tagpush x4 in parallel", "tagpush x4 in turn")
 	if engine {
 		names = append(names, "docker push x4 in parallel", "docker push in turn")
 		m["docker push x4 in parallel"] = dockerPush(4)
@@ -64,8 +70,49 @@ func serviceTag(registry, prefix string, svc, tag int) string {
 	return fmt.Sprintf("%s/%s/svc-%d:t%d", registry, prefix, svc, tag)
 }
 
-// tagpushOneRun is the images input: one run, every service.
-func tagpushOneRun(ctx context.Context, b *bench, svcs []service, prefix string) (outcome, error) {
+// tagpushOneRun is the images input: one run, every service, at the
+// default concurrency (0) or another.
+func tagpushOneRun(concurrency int) microContender {
+	return func(ctx context.Context, b *bench, svcs []service, prefix string) (outcome, error) {
+		return tagpushImages(ctx, b, svcs, prefix, concurrency)
+	}
+}
+
+// orasRuns is what a pipeline without tagpush does best: one `oras cp` per
+// service, all at once, each to its 3 tags (each with oras's own
+// concurrency of 3: the registry sees their sum).
+func orasRuns(ctx context.Context, b *bench, svcs []service, prefix string) (outcome, error) {
+	start := time.Now()
+	outs := make([]outcome, len(svcs))
+	errs := make([]error, len(svcs))
+	var wg sync.WaitGroup
+	for i, s := range svcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dir, err := os.MkdirTemp(b.work, "run-")
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer os.RemoveAll(dir)
+			outs[i], errs[i] = orasCp(ctx, b.env, job{Source: "oci:" + s.dir, Registry: b.reg.Host, Repo: fmt.Sprintf("%s/svc-%d", prefix, i), Tags: serviceTags, Dir: dir})
+		}()
+	}
+	wg.Wait()
+	o := outcome{wall: time.Since(start)}
+	for i := range svcs {
+		if errs[i] != nil {
+			return o, errs[i]
+		}
+		o.rss = max(o.rss, outs[i].rss)
+		o.claimed += outs[i].claimed
+		o.errs = append(o.errs, outs[i].errs...)
+	}
+	return o, nil
+}
+
+func tagpushImages(ctx context.Context, b *bench, svcs []service, prefix string, concurrency int) (outcome, error) {
 	var lines []string
 	for i, s := range svcs {
 		var tags []string
@@ -79,7 +126,11 @@ func tagpushOneRun(ctx context.Context, b *bench, svcs []service, prefix string)
 		return outcome{}, err
 	}
 	defer os.RemoveAll(dir)
-	return b.runTagpush(ctx, dir, "INPUT_IMAGES="+strings.Join(lines, "\n"))
+	inputs := []string{"INPUT_IMAGES=" + strings.Join(lines, "\n")}
+	if concurrency > 0 {
+		inputs = append(inputs, fmt.Sprintf("INPUT_CONCURRENCY=%d", concurrency))
+	}
+	return b.runTagpush(ctx, dir, inputs...)
 }
 
 // tagpushRuns is one tagpush run per service: all at once (each with its own

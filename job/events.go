@@ -50,7 +50,12 @@ func (e *eventLog) events() pusher.Events {
 		Retry:   e.retry,
 		LimitChange: func(c pusher.LimitChange) {
 			why := "registry healthy again"
-			if c.Overload {
+			switch {
+			case c.SlowStart:
+				// Every healthy run climbs to the ceiling: not news.
+				e.log.Debugf("%s: concurrency %d -> %d (climbing to the ceiling)", c.Registry, c.Old, c.New)
+				return
+			case c.Overload:
 				why = "registry overloaded (5xx/429/timeout)"
 			}
 			e.log.Infof("%s: concurrency %d -> %d (%s)", c.Registry, c.Old, c.New, why)

@@ -48,7 +48,11 @@ type config struct {
 // The defaults of the settings a person can change; tagpush's options table
 // takes its defaults from here, so they are written once.
 const (
-	DefaultConcurrency = 4
+	DefaultConcurrency = 10
+	// StartConcurrency is where the adaptive limit starts when the
+	// ceiling is higher: it climbs by one per successful write until the
+	// ceiling or the registry's first overload (slow start).
+	StartConcurrency   = 4
 	DefaultAdaptive    = true
 	DefaultOverwrite   = true
 	DefaultMaxAttempts = 8
@@ -119,6 +123,9 @@ type LimitChange struct {
 	Old, New int
 	// Overload is true for a decrease.
 	Overload bool
+	// SlowStart is true for a rise of the climb from StartConcurrency to
+	// the ceiling that every run makes on a healthy registry.
+	SlowStart bool
 }
 
 // Retry describes one failed attempt that will be tried again.

@@ -508,12 +508,13 @@ func (r *run) destination(host string) *regState {
 	if r.cfg.adaptive {
 		// The ceiling was validated by WithConcurrency.
 		a, _ := queue.NewAIMD(r.cfg.concurrency, r.cfg.probeAfter)
+		a.StartAt(StartConcurrency)
 		alg = a
 	}
 	opts := []queue.LimiterOption{queue.WithClock(r.cfg.now)}
 	if f := r.cfg.events.LimitChange; f != nil {
 		opts = append(opts, queue.OnChange(func(c queue.Change) {
-			f(LimitChange{Registry: c.Name, Old: c.Old, New: c.New, Overload: c.Cause == queue.Overload})
+			f(LimitChange{Registry: c.Name, Old: c.Old, New: c.New, Overload: c.Cause == queue.Overload, SlowStart: c.SlowStart})
 		}))
 	}
 	reg := &regState{host: host, now: r.cfg.now, homes: make(map[v1.Hash]*blobHome),

@@ -91,6 +91,21 @@ type AIMD struct {
 	// provenCut is set when the last cut was of a level that had proven
 	// itself: chance, most likely, so climbing back to it is no probe.
 	provenCut bool
+	// slow is slow start (StartAt): until the first overload, every
+	// success raises the limit by one, doubling it per round of writes.
+	slow bool
+}
+
+// StartAt makes the algorithm start at n (at most the ceiling) rather than
+// at the ceiling, and climb from there as TCP's slow start does: each
+// success raises the limit by one until the ceiling or the first overload,
+// after which it is AIMD as usual. A healthy registry has the ceiling's
+// parallelism within a round or two of writes; one that fails above a few
+// writes in flight (ghcr.io) meets the start, not the ceiling.
+func (a *AIMD) StartAt(n int) *AIMD {
+	a.limit = min(max(n, 1), a.ceiling)
+	a.slow = a.limit < a.ceiling
+	return a
 }
 
 // decrease is the limit after an overload: three quarters of it, rounded
@@ -116,8 +131,21 @@ func NewAIMD(ceiling int, probeAfter time.Duration) (*AIMD, error) {
 // Limit implements Algorithm.
 func (a *AIMD) Limit() int { return a.limit }
 
+// SlowStart reports whether the limit is still in slow start.
+func (a *AIMD) SlowStart() bool { return a.slow }
+
 // Observe implements Algorithm.
 func (a *AIMD) Observe(o Outcome, now time.Time) int {
+	if a.slow {
+		if o == Success {
+			a.limit = min(a.limit+1, a.ceiling)
+			a.slow = a.limit < a.ceiling
+			return a.limit
+		}
+		if o == Overload {
+			a.slow = false
+		}
+	}
 	switch o {
 	case Overload:
 		if a.limit == 1 {
@@ -164,6 +192,9 @@ type Change struct {
 	Name     string
 	Old, New int
 	Cause    Outcome
+	// SlowStart is a rise of slow start (AIMD.StartAt): the climb every
+	// run makes to the ceiling, not a recovery.
+	SlowStart bool
 }
 
 // Limiter hands out slots while fewer than the algorithm's limit are held.
@@ -291,6 +322,10 @@ func (l *Limiter) observe(o Outcome, g grant) {
 		return
 	}
 	old := l.alg.Limit()
+	slow := false
+	if s, ok := l.alg.(interface{ SlowStart() bool }); ok {
+		slow = s.SlowStart()
+	}
 	now := l.alg.Observe(o, l.now())
 	if now > old {
 		l.broadcastLocked()
@@ -300,6 +335,6 @@ func (l *Limiter) observe(o Outcome, g grant) {
 	}
 	l.mu.Unlock()
 	if now != old && l.onChange != nil {
-		l.onChange(Change{Name: l.name, Old: old, New: now, Cause: o})
+		l.onChange(Change{Name: l.name, Old: old, New: now, Cause: o, SlowStart: slow && now > old})
 	}
 }

@@ -17,31 +17,44 @@ func TestAIMD(t *testing.T) {
 		steps   []Outcome
 		gaps    time.Duration // time between observations
 		want    int
+		start   int // StartAt, when set
 	}{
-		{"starts at ceiling", 8, nil, 0, 8},
-		{"overload cuts a quarter", 8, []Outcome{Overload}, 0, 6},
-		{"overload at 4 leaves 3", 4, []Outcome{Overload}, 0, 3},
-		{"a cut is at least one", 3, []Outcome{Overload}, 0, 2},
-		{"overloads of an unproven level cut each time", 8, []Outcome{Overload, Overload, Overload}, 0, 3},
-		{"never below one", 2, []Outcome{Overload, Overload, Overload}, 2 * time.Second, 1},
-		{"a run of successes as long as the limit adds one", 16, append([]Outcome{Overload}, repeat(Success, 12)...), 0, 13},
-		{"fewer successes add nothing", 16, append([]Outcome{Overload}, repeat(Success, 11)...), 0, 12},
-		{"never above ceiling", 3, repeat(Success, 20), 0, 3},
-		{"ignore changes nothing", 8, append([]Outcome{Overload}, repeat(Ignore, 20)...), 0, 6},
-		{"no probe of the level that overloaded before the probe interval", 4, append([]Outcome{Overload}, repeat(Success, 40)...), 10 * time.Millisecond, 3},
-		{"a probe once the interval has passed", 4, append([]Outcome{Overload}, repeat(Success, 40)...), 200 * time.Millisecond, 4},
+		{"starts at ceiling", 8, nil, 0, 8, 0},
+		// Slow start: from 4, each success adds one up to the ceiling; the
+		// first overload cuts as usual and ends it, and the climb back is
+		// AIMD's (a run of successes as long as the limit adds one).
+		{"slow start begins at its start", 10, nil, 0, 4, 4},
+		{"slow start adds one per success", 10, repeat(Success, 3), 0, 7, 4},
+		{"slow start stops at the ceiling", 10, repeat(Success, 20), 0, 10, 4},
+		{"slow start's first overload cuts", 10, []Outcome{Success, Success, Overload}, 0, 4, 4},
+		{"after slow start, AIMD", 10, append([]Outcome{Success, Success, Overload}, repeat(Success, 3)...), 0, 4, 4},
+		{"a start above the ceiling is the ceiling", 3, nil, 0, 3, 8},
+		{"overload cuts a quarter", 8, []Outcome{Overload}, 0, 6, 0},
+		{"overload at 4 leaves 3", 4, []Outcome{Overload}, 0, 3, 0},
+		{"a cut is at least one", 3, []Outcome{Overload}, 0, 2, 0},
+		{"overloads of an unproven level cut each time", 8, []Outcome{Overload, Overload, Overload}, 0, 3, 0},
+		{"never below one", 2, []Outcome{Overload, Overload, Overload}, 2 * time.Second, 1, 0},
+		{"a run of successes as long as the limit adds one", 16, append([]Outcome{Overload}, repeat(Success, 12)...), 0, 13, 0},
+		{"fewer successes add nothing", 16, append([]Outcome{Overload}, repeat(Success, 11)...), 0, 12, 0},
+		{"never above ceiling", 3, repeat(Success, 20), 0, 3, 0},
+		{"ignore changes nothing", 8, append([]Outcome{Overload}, repeat(Ignore, 20)...), 0, 6, 0},
+		{"no probe of the level that overloaded before the probe interval", 4, append([]Outcome{Overload}, repeat(Success, 40)...), 10 * time.Millisecond, 3, 0},
+		{"a probe once the interval has passed", 4, append([]Outcome{Overload}, repeat(Success, 40)...), 200 * time.Millisecond, 4, 0},
 		// 4 -> 3, three successes prove 3: one overload there may be chance,
 		// a second one within two runs of successes is not.
-		{"a proven level takes one overload", 4, []Outcome{Overload, Success, Success, Success, Overload}, 0, 3},
-		{"a proven level is cut by a second overload", 4, []Outcome{Overload, Success, Success, Success, Overload, Success, Overload}, 0, 2},
+		{"a proven level takes one overload", 4, []Outcome{Overload, Success, Success, Success, Overload}, 0, 3, 0},
+		{"a proven level is cut by a second overload", 4, []Outcome{Overload, Success, Success, Success, Overload, Success, Overload}, 0, 2, 0},
 		{"a strike is forgotten after two runs of successes", 4,
-			append(append([]Outcome{Overload, Success, Success, Success, Overload}, repeat(Success, 6)...), Overload), 0, 3},
+			append(append([]Outcome{Overload, Success, Success, Success, Overload}, repeat(Success, 6)...), Overload), 0, 3, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a, err := NewAIMD(tt.ceiling, 5*time.Second)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tt.start > 0 {
+				a.StartAt(tt.start)
 			}
 			now := t0
 			for _, o := range tt.steps {
