@@ -140,7 +140,10 @@ func (e *ExportStallError) Error() string {
 
 // export streams the image out of the engine into read, abandoning it when
 // no byte comes for the stall time.
-func (d *daemonSource) export(ctx context.Context, read func(io.Reader) error) error {
+//
+// read is also handed a func to call while it works without reading (a
+// spooled layer compressing): the engine is not silent then, it waits.
+func (d *daemonSource) export(ctx context.Context, read func(r io.Reader, busy func()) error) error {
 	// A silent engine (a tcp:// link gone quiet) would hold the run
 	// forever: the export is abandoned when no byte comes for the stall
 	// time, as an upload is.
@@ -180,7 +183,8 @@ func (d *daemonSource) export(ctx context.Context, read func(io.Reader) error) e
 			}
 		}
 	}()
-	err = read(&countingReader{r: rc, n: &written, touch: func() { watchdog.Reset(idle) }})
+	alive := func() { watchdog.Reset(idle) }
+	err = read(&countingReader{r: rc, n: &written, touch: alive}, alive)
 	close(stop)
 	<-done
 	if err != nil && context.Cause(ctx) == stalled {

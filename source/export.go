@@ -78,6 +78,10 @@ type exportReader struct {
 	links    map[string]string   // symlinks: path -> the path they name
 	nspool   int
 	compress func(io.Writer) (io.WriteCloser, error)
+	// busy, when set, is called as a spooled layer is compressed: work
+	// that reads nothing from the engine, which must not pass for its
+	// silence.
+	busy func()
 }
 
 // spooled is a layer or blob of the export as it was read.
@@ -125,7 +129,8 @@ func (e *exportReader) holds(d v1.Hash) bool {
 }
 
 // read reads the whole stream.
-func (e *exportReader) read(r io.Reader) error {
+func (e *exportReader) read(r io.Reader, busy func()) error {
+	e.busy = busy
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -280,7 +285,7 @@ func (e *exportReader) spool(s *spooled, r io.Reader, compress bool, diff hash.H
 	}
 	defer f.Close()
 	sum := sha256.New()
-	n := &countWriter{}
+	n := &countWriter{busy: e.busy}
 	out := io.MultiWriter(f, sum, n)
 	if !compress {
 		_, err = io.Copy(out, r)
@@ -308,9 +313,18 @@ func (e *exportReader) tempFile() (*os.File, error) {
 	return os.Create(path.Join(e.dir, fmt.Sprintf("%d", e.nspool)))
 }
 
-type countWriter struct{ n int64 }
+type countWriter struct {
+	n    int64
+	busy func()
+}
 
-func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+func (c *countWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	if c.busy != nil {
+		c.busy()
+	}
+	return len(p), nil
+}
 
 func hashOf(h hash.Hash) v1.Hash {
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}

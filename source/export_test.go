@@ -206,3 +206,30 @@ func TestContainerdStoreBlobsPassThrough(t *testing.T) {
 		t.Errorf("description %q", got.Description)
 	}
 }
+
+// A layer spooled while a held layer has yet to come is compressed after
+// it has been read, reading nothing from the engine meanwhile: that work
+// must keep the stall watchdog quiet, or a big layer on a slow runner
+// would pass for a silent engine and fail the run.
+func TestCompressingASpooledLayerIsNotSilence(t *testing.T) {
+	held1, fresh := textLayer(t, 1, 64<<10), textLayer(t, 2, 256<<10)
+	diff := func(l v1.Layer) v1.Hash { d, _ := l.DiffID(); return d }
+	e := newExportReader(t.TempDir(), v1.Hash{}, []v1.Hash{diff(held1), diff(fresh)}, held{diff(held1): heldBlob{diff(held1)}})
+	var busy int
+	e.busy = func() { busy++ }
+	rc, err := fresh.Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	// The fresh layer comes first: it could be the held one until its end.
+	if err := e.layer("x/layer.tar", rc, v1.Hash{}); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.layers["x/layer.tar"]; s.file == "" || s.diffID != diff(fresh) {
+		t.Fatalf("the new layer was not compressed: %+v", s)
+	}
+	if busy == 0 {
+		t.Error("compressing the spooled layer never told the watchdog the run is busy")
+	}
+}
