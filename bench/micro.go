@@ -82,22 +82,34 @@ func tagpushOneRun(concurrency int) microContender {
 // service, all at once, each to its 3 tags (each with oras's own
 // concurrency of 3: the registry sees their sum).
 func orasRuns(ctx context.Context, b *bench, svcs []service, prefix string) (outcome, error) {
+	return perService(b, svcs, true, func(i int, s service, dir string) (outcome, error) {
+		return orasCp(ctx, b.env, job{Source: "oci:" + s.dir, Registry: b.reg.Host, Repo: fmt.Sprintf("%s/svc-%d", prefix, i), Tags: serviceTags, Dir: dir})
+	})
+}
+
+// perService runs push once per service, in a scratch directory of its own,
+// all at once or one after another, and sums what they did.
+func perService(b *bench, svcs []service, parallel bool, push func(i int, s service, dir string) (outcome, error)) (outcome, error) {
 	start := time.Now()
 	outs := make([]outcome, len(svcs))
 	errs := make([]error, len(svcs))
 	var wg sync.WaitGroup
 	for i, s := range svcs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		run := func() {
 			dir, err := os.MkdirTemp(b.work, "run-")
 			if err != nil {
 				errs[i] = err
 				return
 			}
 			defer os.RemoveAll(dir)
-			outs[i], errs[i] = orasCp(ctx, b.env, job{Source: "oci:" + s.dir, Registry: b.reg.Host, Repo: fmt.Sprintf("%s/svc-%d", prefix, i), Tags: serviceTags, Dir: dir})
-		}()
+			outs[i], errs[i] = push(i, s, dir)
+		}
+		if parallel {
+			wg.Add(1)
+			go func() { defer wg.Done(); run() }()
+		} else {
+			run()
+		}
 	}
 	wg.Wait()
 	o := outcome{wall: time.Since(start)}
@@ -137,42 +149,13 @@ func tagpushImages(ctx context.Context, b *bench, svcs []service, prefix string,
 // limit: the registry sees their sum), or one after another.
 func tagpushRuns(parallel bool) microContender {
 	return func(ctx context.Context, b *bench, svcs []service, prefix string) (outcome, error) {
-		start := time.Now()
-		outs := make([]outcome, len(svcs))
-		errs := make([]error, len(svcs))
-		var wg sync.WaitGroup
-		for i, s := range svcs {
-			run := func() {
-				dir, err := os.MkdirTemp(b.work, "run-")
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				defer os.RemoveAll(dir)
-				var tags []string
-				for t := range serviceTags {
-					tags = append(tags, serviceTag(b.reg.Host, prefix, i, t))
-				}
-				outs[i], errs[i] = b.runTagpush(ctx, dir, "INPUT_SOURCE=oci:"+s.dir, "INPUT_TAGS="+strings.Join(tags, "\n"))
+		return perService(b, svcs, parallel, func(i int, s service, dir string) (outcome, error) {
+			var tags []string
+			for t := range serviceTags {
+				tags = append(tags, serviceTag(b.reg.Host, prefix, i, t))
 			}
-			if parallel {
-				wg.Add(1)
-				go func() { defer wg.Done(); run() }()
-			} else {
-				run()
-			}
-		}
-		wg.Wait()
-		o := outcome{wall: time.Since(start)}
-		for i := range svcs {
-			if errs[i] != nil {
-				return o, errs[i]
-			}
-			o.rss = max(o.rss, outs[i].rss)
-			o.claimed += outs[i].claimed
-			o.errs = append(o.errs, outs[i].errs...)
-		}
-		return o, nil
+			return b.runTagpush(ctx, dir, "INPUT_SOURCE=oci:"+s.dir, "INPUT_TAGS="+strings.Join(tags, "\n"))
+		})
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 )
 
 // Engine is a fake Docker engine.
@@ -294,55 +295,19 @@ func (e *Engine) writeClassic(refs map[name.Tag]v1.Image, w io.Writer) error {
 // writeClassicOCI writes what the classic store's save writes since Docker
 // 25: an OCI layout of uncompressed layers named by their diff IDs.
 func writeClassicOCI(refs map[name.Tag]v1.Image, w io.Writer) error {
-	files := make(map[string][]byte)
-	var manifest []map[string]any
-	for tag, img := range refs {
-		cfgName, err := img.ConfigName()
-		if err != nil {
-			return err
-		}
-		raw, err := img.RawConfigFile()
-		if err != nil {
-			return err
-		}
-		files["blobs/sha256/"+cfgName.Hex] = raw
-		layers, err := img.Layers()
-		if err != nil {
-			return err
-		}
-		var paths []string
-		for _, l := range layers {
-			diff, err := l.DiffID()
-			if err != nil {
-				return err
-			}
-			rc, err := l.Uncompressed()
-			if err != nil {
-				return err
-			}
-			b, err := io.ReadAll(rc)
-			rc.Close()
-			if err != nil {
-				return err
-			}
-			files["blobs/sha256/"+diff.Hex] = b
-			paths = append(paths, "blobs/sha256/"+diff.Hex)
-		}
-		manifest = append(manifest, map[string]any{"Config": "blobs/sha256/" + cfgName.Hex, "RepoTags": []string{tag.String()}, "Layers": paths})
-	}
-	m, err := json.Marshal(manifest)
-	if err != nil {
-		return err
-	}
-	files["manifest.json"] = m
-	files["oci-layout"] = []byte(`{"imageLayoutVersion":"1.0.0"}`)
-	return writeTar(w, files, nil)
+	return writeLayout(refs, w, false)
 }
 
 // writeContainerd writes what the containerd store's save writes: an OCI
-// layout holding the image's blobs as they are (compressed), and
-// manifest.json naming them.
+// layout holding the image's blobs as they are (compressed), its manifest
+// and index.json, and manifest.json naming them.
 func writeContainerd(refs map[name.Tag]v1.Image, w io.Writer) error {
+	return writeLayout(refs, w, true)
+}
+
+// writeLayout writes an OCI layout of the images with manifest.json: each
+// layer compressed, as its blob, or uncompressed, named by its diff ID.
+func writeLayout(refs map[name.Tag]v1.Image, w io.Writer, compressed bool) error {
 	files := make(map[string][]byte)
 	var manifest []map[string]any
 	var index []v1.Descriptor
@@ -362,11 +327,15 @@ func writeContainerd(refs map[name.Tag]v1.Image, w io.Writer) error {
 		}
 		var paths []string
 		for _, l := range layers {
-			d, err := l.Digest()
+			d, read := l.DiffID, l.Uncompressed
+			if compressed {
+				d, read = l.Digest, l.Compressed
+			}
+			h, err := d()
 			if err != nil {
 				return err
 			}
-			rc, err := l.Compressed()
+			rc, err := read()
 			if err != nil {
 				return err
 			}
@@ -375,23 +344,21 @@ func writeContainerd(refs map[name.Tag]v1.Image, w io.Writer) error {
 			if err != nil {
 				return err
 			}
-			files["blobs/sha256/"+d.Hex] = b
-			paths = append(paths, "blobs/sha256/"+d.Hex)
+			files["blobs/sha256/"+h.Hex] = b
+			paths = append(paths, "blobs/sha256/"+h.Hex)
 		}
-		rawManifest, err := img.RawManifest()
-		if err != nil {
-			return err
+		if compressed {
+			desc, err := partial.Descriptor(img)
+			if err != nil {
+				return err
+			}
+			rawManifest, err := img.RawManifest()
+			if err != nil {
+				return err
+			}
+			files["blobs/sha256/"+desc.Digest.Hex] = rawManifest
+			index = append(index, v1.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size, Annotations: map[string]string{"io.containerd.image.name": tag.String()}})
 		}
-		d, err := img.Digest()
-		if err != nil {
-			return err
-		}
-		mt, err := img.MediaType()
-		if err != nil {
-			return err
-		}
-		files["blobs/sha256/"+d.Hex] = rawManifest
-		index = append(index, v1.Descriptor{MediaType: mt, Digest: d, Size: int64(len(rawManifest)), Annotations: map[string]string{"io.containerd.image.name": tag.String()}})
 		manifest = append(manifest, map[string]any{"Config": "blobs/sha256/" + cfgName.Hex, "RepoTags": []string{tag.String()}, "Layers": paths})
 	}
 	m, err := json.Marshal(manifest)
@@ -399,11 +366,13 @@ func writeContainerd(refs map[name.Tag]v1.Image, w io.Writer) error {
 		return err
 	}
 	files["manifest.json"] = m
-	idx, err := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index})
-	if err != nil {
-		return err
+	if compressed {
+		idx, err := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index})
+		if err != nil {
+			return err
+		}
+		files["index.json"] = idx
 	}
-	files["index.json"] = idx
 	files["oci-layout"] = []byte(`{"imageLayoutVersion":"1.0.0"}`)
 	return writeTar(w, files, nil)
 }
