@@ -30,7 +30,7 @@ type Held interface {
 	Layer(diffID v1.Hash) (v1.Layer, bool)
 }
 
-// heldAlready reads every tag of an image whose source knows its ID without
+// heldAlready reads the tags of an image whose source knows its ID without
 // opening it (a Docker engine's image ID: the digest of its config in the
 // classic store, of its manifest in the containerd one). When every tag
 // holds that image (a manifest whose digest is the ID, or whose config's
@@ -56,27 +56,46 @@ func (r *run) heldAlready(ctx context.Context, img opened, start time.Time) (Ima
 		held   bool
 	}
 	reads := make([]read, len(img.tags))
-	var wg sync.WaitGroup
+	// The tags of a repository are read in turn, until one holds another
+	// image: that one is the repository's layer cache, and the image is
+	// not held everywhere. A release's tags (1.4.3, 1.4, latest) cost one
+	// or two reads: a new tag's 404, then the last build under a floating
+	// one. The repositories are read at once.
+	byRepo := make(map[name.Repository][]int)
+	var repos []name.Repository
 	for i, tag := range img.tags {
+		if _, ok := byRepo[tag.Repository]; !ok {
+			repos = append(repos, tag.Repository)
+		}
+		byRepo[tag.Repository] = append(byRepo[tag.Repository], i)
+	}
+	var wg sync.WaitGroup
+	for _, repo := range repos {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rd := &reads[i]
-			rd.rs = r.repo(tag.Repository)
-			_, _, err := r.reads(ctx, rd.rs.reg, "read "+tag.String(), func(ctx context.Context) error {
-				raw, _, err := rd.rs.rc.Manifest(ctx, tag.TagStr())
-				if registry.IsStatus(err, http.StatusNotFound) {
-					return nil // not there: not held, and no failure
-				}
+			rs := r.repo(repo)
+			for _, i := range byRepo[repo] {
+				tag, rd := img.tags[i], &reads[i]
+				rd.rs = rs
+				_, _, err := r.reads(ctx, rs.reg, "read "+tag.String(), func(ctx context.Context) error {
+					raw, _, err := rs.rc.Manifest(ctx, tag.TagStr())
+					if registry.IsStatus(err, http.StatusNotFound) {
+						return nil // not there: not held, and no failure
+					}
+					if err != nil {
+						return err
+					}
+					rd.raw = raw
+					rd.digest, rd.held = holds(raw, id)
+					return nil
+				})
 				if err != nil {
-					return err
+					rd.raw, rd.held = nil, false
 				}
-				rd.raw = raw
-				rd.digest, rd.held = holds(raw, id)
-				return nil
-			})
-			if err != nil {
-				rd.raw, rd.held = nil, false
+				if rd.raw != nil && !rd.held {
+					return
+				}
 			}
 		}()
 	}
