@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -240,5 +242,55 @@ func TestRebuildOnARealEngine(t *testing.T) {
 	}
 	if sent := reg.Faults.Stats().BlobBytes; sent > 80<<10 {
 		t.Errorf("the rebuild over docker push's tags uploaded %d bytes, want < 80 KiB", sent)
+	}
+}
+
+// A new layer goes up as soon as it is compressed, while the engine is
+// still sending the rest of the export: on a remote registry the upload of
+// one layer hides the export and compression of the next, as docker push's
+// streaming does. The engine here pauses between the files it sends; by
+// the time it sends the last layer, the registry has blob bytes already.
+// Every upload waited for the whole export before.
+func TestNewLayersUploadWhileTheExportGoesOn(t *testing.T) {
+	var layers []v1.Layer
+	for range 3 {
+		l, err := random.Layer(256<<10, "application/vnd.docker.image.rootfs.diff.tar.gzip")
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers = append(layers, l)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	var atEnd atomic.Int64
+	sent := 0
+	engine.Trickle = 300 * time.Millisecond
+	engine.BeforeFile = func(name string) {
+		if strings.HasSuffix(name, "/layer.tar") {
+			if sent++; sent == 3 {
+				atEnd.Store(reg.Faults.Stats().BlobBytes)
+			}
+		}
+	}
+	tags := []string{reg.Host + "/acme/api:1", reg.Host + "/acme/mirror:1"}
+	r := newRunner(t, map[string]string{"source": "docker-daemon:acme/api:ci", "tags": strings.Join(tags, "\n")})
+	r.env["DOCKER_HOST"] = engine.Host
+	mustRun(t, r)
+	for _, ref := range tags {
+		manifestOf(t, ref)
+	}
+	if atEnd.Load() == 0 {
+		t.Errorf("no blob byte had reached the registry when the engine sent the last layer\n%s", &r.stdout)
+	}
+	if sent := reg.Faults.Stats().BlobBytes; sent > 3*(256<<10)+(64<<10) {
+		t.Errorf("uploaded %d bytes: a layer went up more than once", sent)
 	}
 }

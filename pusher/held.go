@@ -106,6 +106,9 @@ func (r *run) heldAlready(ctx context.Context, img opened, start time.Time) (Ima
 	}
 	if !all {
 		look := &engineLook{cache: &layerCache{ctx: r.phaseCtx, layers: make(map[v1.Hash]v1.Layer)}}
+		if !r.planning {
+			look.cache.upload = func(l v1.Layer) { r.uploadEarly(img, l) }
+		}
 		seen := make(map[v1.Hash]bool)
 		for _, rd := range reads {
 			if rd.raw != nil && !seen[rd.digest] {
@@ -257,6 +260,19 @@ type layerCache struct {
 	ctx    context.Context
 	mu     sync.Mutex
 	layers map[v1.Hash]v1.Layer
+	// upload, when set, starts a blob's upload to the image's
+	// repositories before the image is open (Ready).
+	upload func(l v1.Layer)
+}
+
+// Ready starts uploading a layer the source has just compressed to every
+// repository of the image, while the export goes on: a blob phase of each
+// repository's, which the image's own blob phase joins once it is open.
+// A dry run uploads nothing.
+func (c *layerCache) Ready(l v1.Layer) {
+	if c.upload != nil {
+		c.upload(l)
+	}
 }
 
 func (c *layerCache) Layer(diffID v1.Hash) (v1.Layer, bool) {
@@ -300,4 +316,29 @@ func holds(raw []byte, id v1.Hash) (v1.Hash, bool) {
 		return d, false
 	}
 	return d, m.Config.Digest == id
+}
+
+// uploadEarly starts the upload of a layer of img to each of its
+// repositories, before the image is open.
+func (r *run) uploadEarly(img opened, l v1.Layer) {
+	d, err := l.Digest()
+	if err != nil {
+		return
+	}
+	size, err := l.Size()
+	if err != nil {
+		return
+	}
+	b := blob{digest: d, size: size, layer: l}
+	seen := make(map[name.Repository]bool)
+	for _, tag := range img.tags {
+		if seen[tag.Repository] {
+			continue
+		}
+		seen[tag.Repository] = true
+		rs := r.repo(tag.Repository)
+		begin(rs, rs.blobs, d, func(ctx context.Context) (int, verdict, error) {
+			return rs.ensureBlob(ctx, b, img.name)
+		})
+	}
 }

@@ -28,6 +28,12 @@ type Held interface {
 	Layer(diffID v1.Hash) (v1.Layer, bool)
 }
 
+// Ready is what a Held may also be: told of each new layer as soon as it is
+// compressed, while the export goes on, it can start uploading it.
+type Ready interface {
+	Ready(v1.Layer)
+}
+
 // The compression of a layer the destination does not hold: gzip at level 8
 // in blocks of 1 MiB, compressed on every core (klauspost/pgzip). The same
 // layer gives the same bytes on every run and machine (the blocks do not
@@ -273,6 +279,9 @@ func (e *exportReader) layer(p string, r io.Reader, known v1.Hash) error {
 	delete(e.unseenHeld, s.diffID)
 	delete(e.unseenNew, s.diffID)
 	e.layers[p] = s
+	if r, ok := e.held.(Ready); ok && s.file != "" {
+		r.Ready(&spooledLayer{s: *s, diffID: s.diffID, mediaType: s.mediaType})
+	}
 	return nil
 }
 

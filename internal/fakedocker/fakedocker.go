@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -45,6 +46,12 @@ type Engine struct {
 	// Store is how the engine keeps images, which decides an image's ID
 	// and the form of its export.
 	Store Store
+	// Trickle pauses a save after each file it sends, as an engine does
+	// while it reads a big layer from disk.
+	Trickle time.Duration
+	// BeforeFile, when set, is called before a save sends each file, with
+	// its name.
+	BeforeFile func(name string)
 }
 
 // Store is an engine's image store.
@@ -202,7 +209,7 @@ func (e *Engine) save(w http.ResponseWriter, r *http.Request, names []string) {
 	if stall || broken {
 		// Half the export, then silence (stall) or a closed connection.
 		var buf bytes.Buffer
-		_ = write(refs, &buf)
+		_ = write(refs, &buf, func(string) {})
 		_, _ = w.Write(buf.Bytes()[:buf.Len()/2])
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
@@ -218,8 +225,24 @@ func (e *Engine) save(w http.ResponseWriter, r *http.Request, names []string) {
 		}
 		return
 	}
-	if err := write(refs, w); err != nil {
+	e.mu.Lock()
+	trickle, before := e.Trickle, e.BeforeFile
+	e.mu.Unlock()
+	flusher, _ := w.(http.Flusher)
+	between := func(next string) {
+		if trickle > 0 && flusher != nil {
+			flusher.Flush()
+			time.Sleep(trickle)
+		}
+		if before != nil {
+			before(next)
+		}
+	}
+	if err := write(refs, w, between); err != nil {
 		panic(http.ErrAbortHandler)
+	}
+	if flusher != nil {
+		flusher.Flush()
 	}
 }
 
@@ -235,7 +258,7 @@ func (e *Engine) id(img v1.Image) (v1.Hash, error) {
 // uncompressed in a directory named by an ID that says nothing of its
 // content, a layer met again linked to its first copy, every entry sorted
 // by name (as `docker save` of Docker 20.10 archives its temp directory).
-func (e *Engine) writeClassic(refs map[name.Tag]v1.Image, w io.Writer) error {
+func (e *Engine) writeClassic(refs map[name.Tag]v1.Image, w io.Writer, between func(next string)) error {
 	files := make(map[string][]byte)
 	links := make(map[string]string)
 	var manifest []map[string]any
@@ -289,25 +312,25 @@ func (e *Engine) writeClassic(refs map[name.Tag]v1.Image, w io.Writer) error {
 		return err
 	}
 	files["manifest.json"] = m
-	return writeTar(w, files, links)
+	return writeTar(w, files, links, between)
 }
 
 // writeClassicOCI writes what the classic store's save writes since Docker
 // 25: an OCI layout of uncompressed layers named by their diff IDs.
-func writeClassicOCI(refs map[name.Tag]v1.Image, w io.Writer) error {
-	return writeLayout(refs, w, false)
+func writeClassicOCI(refs map[name.Tag]v1.Image, w io.Writer, between func(next string)) error {
+	return writeLayout(refs, w, false, between)
 }
 
 // writeContainerd writes what the containerd store's save writes: an OCI
 // layout holding the image's blobs as they are (compressed), its manifest
 // and index.json, and manifest.json naming them.
-func writeContainerd(refs map[name.Tag]v1.Image, w io.Writer) error {
-	return writeLayout(refs, w, true)
+func writeContainerd(refs map[name.Tag]v1.Image, w io.Writer, between func(next string)) error {
+	return writeLayout(refs, w, true, between)
 }
 
 // writeLayout writes an OCI layout of the images with manifest.json: each
 // layer compressed, as its blob, or uncompressed, named by its diff ID.
-func writeLayout(refs map[name.Tag]v1.Image, w io.Writer, compressed bool) error {
+func writeLayout(refs map[name.Tag]v1.Image, w io.Writer, compressed bool, between func(next string)) error {
 	files := make(map[string][]byte)
 	var manifest []map[string]any
 	var index []v1.Descriptor
@@ -374,11 +397,12 @@ func writeLayout(refs map[name.Tag]v1.Image, w io.Writer, compressed bool) error
 		files["index.json"] = idx
 	}
 	files["oci-layout"] = []byte(`{"imageLayoutVersion":"1.0.0"}`)
-	return writeTar(w, files, nil)
+	return writeTar(w, files, nil, between)
 }
 
-// writeTar writes files and links, sorted by name.
-func writeTar(w io.Writer, files map[string][]byte, links map[string]string) error {
+// writeTar writes files and links, sorted by name, calling between before
+// each file with its name.
+func writeTar(w io.Writer, files map[string][]byte, links map[string]string, between func(next string)) error {
 	var names []string
 	for n := range files {
 		names = append(names, n)
@@ -389,6 +413,7 @@ func writeTar(w io.Writer, files map[string][]byte, links map[string]string) err
 	sort.Strings(names)
 	tw := tar.NewWriter(w)
 	for _, n := range names {
+		between(n)
 		if target, ok := links[n]; ok {
 			if err := tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeSymlink, Linkname: target, Mode: 0o644}); err != nil {
 				return err
@@ -400,6 +425,9 @@ func writeTar(w io.Writer, files map[string][]byte, links map[string]string) err
 			return err
 		}
 		if _, err := tw.Write(b); err != nil {
+			return err
+		}
+		if err := tw.Flush(); err != nil {
 			return err
 		}
 	}
