@@ -81,7 +81,12 @@ func (b *bench) engineBench(ctx context.Context, s settings) error {
 	var rows []row
 	cases := []string{"first push", "rebuild, fresh runner", "rebuild, same engine", "unchanged re-run"}
 	var floors []time.Duration
-	fmt.Printf("A service image in the Docker engine (Docker %s, %s): a %s base of the Go tree's src and pkg, and an 8 MiB app layer new with every build; pushed to 3 tags on Distribution on disk, loopback. %d runs; in each, the contenders take turns.\n\n", eng.version, eng.driver, mib(eng.baseSize(ctx, base)), s.runs)
+	shape, wire := faults.Config{}, "loopback"
+	if s.shaped {
+		shape = faults.Config{Latency: s.latency, UploadBytesPerSec: int64(s.mbit * 1e6 / 8)}
+		wire = fmt.Sprintf("%s a request, %.0f Mbit/s upload", s.latency, s.mbit)
+	}
+	fmt.Printf("A service image in the Docker engine (Docker %s, %s): a %s base of the Go tree's src and pkg, and an 8 MiB app layer new with every build; pushed to 3 tags on Distribution on disk, %s. %d runs; in each, the contenders take turns.\n\n", eng.version, eng.driver, mib(eng.baseSize(ctx, base)), wire, s.runs)
 	for i := range s.runs {
 		images := make([]string, 3)
 		for k := range images {
@@ -102,7 +107,7 @@ func (b *bench) engineBench(ctx context.Context, s settings) error {
 		for ci, kase := range cases {
 			img := images[min(ci, 2)]
 			for _, who := range []string{"tagpush", "docker push"} {
-				b.reg.Faults.Reset(faults.Config{})
+				b.reg.Faults.Reset(shape)
 				repo := fmt.Sprintf("bench/engine-%s-%d", slug(who), i)
 				if kase == "first push" || kase == "rebuild, fresh runner" {
 					if err := eng.forget(); err != nil {

@@ -60,6 +60,7 @@ type settings struct {
 	latency                      time.Duration
 	mbit                         float64
 	asJSON, memory, scale        bool
+	shaped                       bool
 	memoryMiB                    int
 	suite, version               string
 }
@@ -91,6 +92,7 @@ func run() error {
 	flag.IntVar(&s.memoryMiB, "memory-mib", 1024, "image size for --memory")
 	flag.BoolVar(&s.scale, "scale", false, "instead: tagpush with 100 and with 1,000 tags")
 	flag.StringVar(&s.suite, "suite", "", "instead: a named set of cases: reference (the read-path cases: healthy, 200 tags, ghcr-like, an index; tagpush and oras), microservices (4 images x 3 tags: tagpush in one run, in four, and docker push where an engine answers), daemon (an image of --memory-mib from the Docker engine: tagpush against docker push), engine (a service image docker build left in the engine: first push, rebuild on a fresh runner and on the same engine, unchanged re-run; tagpush against docker push)")
+	flag.BoolVar(&s.shaped, "shaped", false, "engine suite: shape the registry as --latency and --bandwidth say (default: loopback, no shaping)")
 	flag.StringVar(&levels, "levels", "", "microservices suite: concurrency inputs to run tagpush (one run) at besides the default, comma-separated")
 	flag.StringVar(&s.version, "registry-version", testregistry.DefaultVersion, "Distribution release to run (v3.0.0, v3.1.2)")
 	flag.Parse()
