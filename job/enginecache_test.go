@@ -2,6 +2,7 @@ package job_test
 
 import (
 	crand "crypto/rand"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -273,8 +275,8 @@ func TestNewLayersUploadWhileTheExportGoesOn(t *testing.T) {
 	var atEnd atomic.Int64
 	sent := 0
 	engine.Trickle = 300 * time.Millisecond
-	engine.BeforeFile = func(name string) {
-		if strings.HasSuffix(name, "/layer.tar") {
+	engine.Before = func(name string, offset int) {
+		if strings.HasSuffix(name, "/layer.tar") && offset == 0 {
 			if sent++; sent == 3 {
 				atEnd.Store(reg.Faults.Stats().BlobBytes)
 			}
@@ -292,5 +294,113 @@ func TestNewLayersUploadWhileTheExportGoesOn(t *testing.T) {
 	}
 	if sent := reg.Faults.Stats().BlobBytes; sent > 3*(256<<10)+(64<<10) {
 		t.Errorf("uploaded %d bytes: a layer went up more than once", sent)
+	}
+}
+
+// One big new layer goes up while it is compressed: its bytes are streamed
+// to the registry as they are made (a PATCH that ends with the layer, then
+// the PUT naming its digest), so on a remote registry the upload hides
+// behind the export and compression, as docker push's does. The engine
+// here sends the layer in pieces; before it sends the last, the registry
+// has blob bytes already. Each layer went up only once it was whole.
+func TestABigLayerStreamsWhileItIsCompressed(t *testing.T) {
+	t.Run("distribution", func(t *testing.T) {
+		reg := testregistry.ForTest(t, testregistry.Options{})
+		bigLayerStreams(t, reg.Host, reg.Faults)
+	})
+	// go-containerregistry's registry (a second server): its PATCH takes a
+	// body of no length too.
+	t.Run("go-containerregistry", func(t *testing.T) {
+		layer := faults.New(ggcrregistry.New(), faults.Config{})
+		srv := httptest.NewServer(layer)
+		t.Cleanup(srv.Close)
+		bigLayerStreams(t, strings.TrimPrefix(srv.URL, "http://"), layer)
+	})
+}
+
+func bigLayerStreams(t *testing.T, host string, fl *faults.Layer) {
+	l, err := random.Layer(3<<20, "application/vnd.docker.image.rootfs.diff.tar.gzip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	var before atomic.Int64
+	engine.Trickle, engine.Piece = 100*time.Millisecond, 256<<10
+	size, _ := l.Size()
+	engine.Before = func(name string, offset int) {
+		if strings.HasSuffix(name, "/layer.tar") && offset+256<<10 >= int(size) {
+			before.Store(fl.Stats().BlobBytes)
+		}
+	}
+	tags := []string{host + "/acme/api:1", host + "/acme/api:latest", host + "/acme/mirror:1"}
+	r := newRunner(t, map[string]string{"source": "docker-daemon:acme/api:ci", "tags": strings.Join(tags, "\n")})
+	r.env["DOCKER_HOST"] = engine.Host
+	mustRun(t, r)
+	for _, ref := range tags {
+		manifestOf(t, ref)
+	}
+	if before.Load() == 0 {
+		t.Errorf("no blob byte had reached the registry before the engine sent the layer's last piece\n%s", &r.stdout)
+	}
+	// Streamed once, mounted into the other repository (or found there:
+	// go-containerregistry's registry keeps one store).
+	if sent := fl.Stats().BlobBytes; sent > size+size/8 {
+		t.Errorf("uploaded %d bytes for a layer of %d: it went up more than once", sent, size)
+	}
+	// The layer and the config, each counted once.
+	if !strings.Contains(r.stdout.String(), "2 blobs uploaded (3.0 MiB)") {
+		t.Errorf("the transfer line does not count the streamed layer once:\n%s", &r.stdout)
+	}
+}
+
+// A stream is a shortcut: one that fails (its POST refused, its PATCH reset
+// midway, its session lost, its token expired in flight: a body made as it
+// goes cannot be sent again) leaves the layer to a plain upload, and every
+// tag is pushed, whole.
+func TestAFailedStreamFallsBackToAPlainUpload(t *testing.T) {
+	l, err := random.Layer(2<<20, "application/vnd.docker.image.rootfs.diff.tar.gzip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		cfg  faults.Config
+	}{
+		{"POST refused", faults.Config{FailWritesFirst: 1}},
+		{"PATCH reset", faults.Config{ResetFirst: 1}},
+		{"session lost", faults.Config{LoseUploadFirst: 1}},
+		{"token expired in flight", faults.Config{TokenAuth: true, ShortLivedTokens: 1}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": img})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer engine.Close()
+			engine.Trickle, engine.Piece = 20*time.Millisecond, 256<<10
+			reg := testregistry.ForTest(t, testregistry.Options{Faults: tt.cfg})
+			tags := []string{reg.Host + "/acme/api:1", reg.Host + "/acme/api:latest"}
+			r := newRunner(t, map[string]string{"source": "docker-daemon:acme/api:ci", "tags": strings.Join(tags, "\n")})
+			r.env["DOCKER_HOST"] = engine.Host
+			mustRun(t, r)
+			for _, ref := range tags {
+				manifestOf(t, ref)
+			}
+			if len(reg.Faults.Stats().Injected) == 0 {
+				t.Error("the fault never came: the case tests nothing")
+			}
+		})
 	}
 }

@@ -66,21 +66,27 @@ func join[K comparable](rs *repoState, ctx context.Context, m map[K]*phase, key 
 
 // begin returns the phase m[key], starting it with work when there is none.
 func begin[K comparable](rs *repoState, m map[K]*phase, key K, work func(context.Context) (int, verdict, error)) *phase {
+	ph, _ := beginFresh(rs, m, key, work)
+	return ph
+}
+
+// beginFresh is begin, saying whether it started the phase.
+func beginFresh[K comparable](rs *repoState, m map[K]*phase, key K, work func(context.Context) (int, verdict, error)) (*phase, bool) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	ph := m[key]
-	if ph == nil {
-		ph = &phase{done: make(chan struct{})}
-		m[key] = ph
-		r := rs.run
-		r.phases.Add(1)
-		go func() {
-			defer r.phases.Done()
-			defer close(ph.done)
-			ph.attempts, ph.last, ph.err = work(r.phaseCtx)
-		}()
+	if ph := m[key]; ph != nil {
+		return ph, false
 	}
-	return ph
+	ph := &phase{done: make(chan struct{})}
+	m[key] = ph
+	r := rs.run
+	r.phases.Add(1)
+	go func() {
+		defer r.phases.Done()
+		defer close(ph.done)
+		ph.attempts, ph.last, ph.err = work(r.phaseCtx)
+	}()
+	return ph, true
 }
 
 // start starts c's blob phase in the repository, unless one is current,

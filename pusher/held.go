@@ -107,7 +107,8 @@ func (r *run) heldAlready(ctx context.Context, img opened, start time.Time) (Ima
 	if !all {
 		look := &engineLook{cache: &layerCache{ctx: r.phaseCtx, layers: make(map[v1.Hash]v1.Layer)}}
 		if !r.planning {
-			look.cache.upload = func(l v1.Layer) { r.uploadEarly(img, l) }
+			look.cache.upload = func(l v1.Layer, s *stream) { r.uploadEarly(img, l, s) }
+			look.cache.streamTo = func(body io.ReadCloser) *stream { return r.streamLayer(img, body) }
 		}
 		seen := make(map[v1.Hash]bool)
 		for _, rd := range reads {
@@ -261,17 +262,39 @@ type layerCache struct {
 	mu     sync.Mutex
 	layers map[v1.Hash]v1.Layer
 	// upload, when set, starts a blob's upload to the image's
-	// repositories before the image is open (Ready).
-	upload func(l v1.Layer)
+	// repositories before the image is open (Ready), joining the stream
+	// of its bytes when there is one.
+	upload func(l v1.Layer, s *stream)
+	// streamTo, when set, starts streaming a layer's bytes as they are
+	// compressed (Compressing).
+	streamTo func(body io.ReadCloser) *stream
+	cur      *stream // the layer being compressed, streamed
+}
+
+// Compressing streams a layer's bytes to the image's first repository as
+// the source compresses them. A dry run streams nothing.
+func (c *layerCache) Compressing(body io.ReadCloser) {
+	if c.streamTo == nil {
+		_ = body.Close()
+		return
+	}
+	c.cur = c.streamTo(body)
 }
 
 // Ready starts uploading a layer the source has just compressed to every
 // repository of the image, while the export goes on: a blob phase of each
 // repository's, which the image's own blob phase joins once it is open.
-// A dry run uploads nothing.
+// The repository its bytes were streamed to only commits the stream (or,
+// when the stream failed, uploads the layer plainly).
 func (c *layerCache) Ready(l v1.Layer) {
+	s := c.cur
+	c.cur = nil
+	if s != nil {
+		d, _ := l.Digest()
+		s.digest <- d
+	}
 	if c.upload != nil {
-		c.upload(l)
+		c.upload(l, s)
 	}
 }
 
@@ -319,8 +342,10 @@ func holds(raw []byte, id v1.Hash) (v1.Hash, bool) {
 }
 
 // uploadEarly starts the upload of a layer of img to each of its
-// repositories, before the image is open.
-func (r *run) uploadEarly(img opened, l v1.Layer) {
+// repositories, before the image is open. The repository its bytes were
+// streamed to (s, when set) is the blob's home on its registry: its phase
+// waits for the stream's commit, and the others mount from it.
+func (r *run) uploadEarly(img opened, l v1.Layer, s *stream) {
 	d, err := l.Digest()
 	if err != nil {
 		return
@@ -331,6 +356,30 @@ func (r *run) uploadEarly(img opened, l v1.Layer) {
 	}
 	b := blob{digest: d, size: size, layer: l}
 	seen := make(map[name.Repository]bool)
+	if s != nil {
+		seen[s.rs.repo] = true
+		rs := s.rs
+		home, mine := rs.reg.claim(d, rs.repo.RepositoryStr())
+		_, fresh := beginFresh(rs, rs.blobs, d, func(ctx context.Context) (int, verdict, error) {
+			select {
+			case <-s.done:
+			case <-ctx.Done():
+			}
+			if mine {
+				rs.reg.settle(home, s.ok)
+			}
+			if s.ok {
+				r.noteWire(rs.reg.host, img.name, blobUploaded, size)
+				return 1, verdict{}, nil
+			}
+			return rs.ensureBlob(ctx, b, img.name)
+		})
+		if !fresh && mine {
+			// The repository was getting the blob already (another image
+			// of the run): its phase claims a home of its own.
+			rs.reg.settle(home, false)
+		}
+	}
 	for _, tag := range img.tags {
 		if seen[tag.Repository] {
 			continue
@@ -341,4 +390,50 @@ func (r *run) uploadEarly(img opened, l v1.Layer) {
 			return rs.ensureBlob(ctx, b, img.name)
 		})
 	}
+}
+
+// stream is a layer's bytes going up to one repository as they are
+// compressed: a POST, one PATCH that ends with the layer, and, once the
+// source says the digest, the PUT that commits it. It is one attempt, with
+// no retry of its own: a stream that fails leaves the layer to a plain
+// upload.
+type stream struct {
+	rs     *repoState
+	digest chan v1.Hash  // the layer's digest, from Ready
+	done   chan struct{} // closed when the stream has ended
+	ok     bool          // set before done is closed
+}
+
+// streamLayer starts streaming body to img's first repository. The write
+// slot is held for the POST and the PATCH (the write request, however long
+// the compression makes it), given back while the digest is awaited, and
+// taken again for the commit.
+func (r *run) streamLayer(img opened, body io.ReadCloser) *stream {
+	s := &stream{rs: r.repo(img.tags[0].Repository), digest: make(chan v1.Hash, 1), done: make(chan struct{})}
+	r.phases.Add(1)
+	go func() {
+		defer r.phases.Done()
+		defer close(s.done)
+		defer body.Close()
+		ctx, rs := r.phaseCtx, s.rs
+		var sess *registry.Session
+		err := r.underSlot(ctx, rs.reg, func() error {
+			var err error
+			if sess, err = rs.rc.StartUpload(ctx); err != nil {
+				return err
+			}
+			return sess.Patch(ctx, body)
+		})
+		if err != nil {
+			return
+		}
+		var d v1.Hash
+		select {
+		case d = <-s.digest:
+		case <-ctx.Done():
+			return
+		}
+		s.ok = r.underSlot(ctx, rs.reg, func() error { return sess.Commit(ctx, d) }) == nil
+	}()
+	return s
 }

@@ -554,6 +554,63 @@ func (s *Session) Put(ctx context.Context, d v1.Hash, size int64, open func() (i
 	return transport.CheckError(resp, http.StatusCreated)
 }
 
+// Patch sends a blob whose digest is not known yet, as it is made: one
+// PATCH of body, of no announced length, ending when body does (the
+// registry API's chunked upload, in one chunk, which every registry takes
+// as the first). Commit then names the digest. body cannot be sent again:
+// a re-authentication fails the PATCH, and the caller uploads plainly.
+func (s *Session) Patch(ctx context.Context, body io.Reader) error {
+	client, err := s.r.client(ctx)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, s.loc.String(), io.NopCloser(body))
+	if err != nil {
+		return err
+	}
+	req.ContentLength = -1
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := transport.CheckError(resp, http.StatusAccepted, http.StatusNoContent); err != nil {
+		return err
+	}
+	if resp.Header.Get("Location") != "" {
+		loc, err := s.r.c.uploadLocation(ctx, resp)
+		if err != nil {
+			return err
+		}
+		s.loc = loc
+	}
+	return nil
+}
+
+// Commit ends a session whose bytes went up by Patch: a PUT with no body,
+// naming the blob's digest, which the registry checks against what it got.
+func (s *Session) Commit(ctx context.Context, d v1.Hash) error {
+	loc := *s.loc
+	q := loc.Query()
+	q.Set("digest", d.String())
+	loc.RawQuery = q.Encode()
+	client, err := s.r.client(ctx)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), http.NoBody)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return transport.CheckError(resp, http.StatusCreated)
+}
+
 // nameUnknown is a 404 whose error code is NAME_UNKNOWN.
 func nameUnknown(err error) bool {
 	var terr *transport.Error

@@ -231,7 +231,9 @@ func (t *uploadCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 func (t *uploadCounter) progress() (sent, total int64) {
-	return t.sent.Load(), t.total.Load()
+	// A streamed upload has no length to add to the total.
+	sent = t.sent.Load()
+	return sent, max(t.total.Load(), sent)
 }
 
 // isBlobUpload is a request that carries blob content: PATCH or PUT under

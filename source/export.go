@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -32,6 +33,15 @@ type Held interface {
 // compressed, while the export goes on, it can start uploading it.
 type Ready interface {
 	Ready(v1.Layer)
+}
+
+// Streams is what a Held may also be: handed each new layer's compressed
+// bytes as they are made (a reader that follows them to their end, and
+// fails when the layer does), it can upload them before the digest is known;
+// Ready then says which layer they were. It must close the reader. Layers
+// are compressed one at a time: Compressing and Ready alternate.
+type Streams interface {
+	Compressing(io.ReadCloser)
 }
 
 // The compression of a layer the destination does not hold: gzip at level 8
@@ -287,7 +297,7 @@ func (e *exportReader) layer(p string, r io.Reader, known v1.Hash) error {
 
 // spool writes r into a file of its own, compressed unless it came so, and
 // notes its digest and size; diff, when set, hashes what is compressed.
-func (e *exportReader) spool(s *spooled, r io.Reader, compress bool, diff hash.Hash) error {
+func (e *exportReader) spool(s *spooled, r io.Reader, compress bool, diff hash.Hash) (err error) {
 	f, err := e.tempFile()
 	if err != nil {
 		return err
@@ -299,6 +309,12 @@ func (e *exportReader) spool(s *spooled, r io.Reader, compress bool, diff hash.H
 	if !compress {
 		_, err = io.Copy(out, r)
 	} else {
+		if st, ok := e.held.(Streams); ok {
+			fw := newFollow(f.Name())
+			n.grew = fw.grew
+			defer func() { fw.end(err) }()
+			st.Compressing(fw)
+		}
 		var z io.WriteCloser
 		if z, err = e.compress(out); err == nil {
 			var in io.Writer = z
@@ -325,6 +341,8 @@ func (e *exportReader) tempFile() (*os.File, error) {
 type countWriter struct {
 	n    int64
 	busy func()
+	// grew, when set, hears how many bytes are in the file so far.
+	grew func(int64)
 }
 
 func (c *countWriter) Write(p []byte) (int, error) {
@@ -332,7 +350,84 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	if c.busy != nil {
 		c.busy()
 	}
+	if c.grew != nil {
+		c.grew(c.n)
+	}
 	return len(p), nil
+}
+
+// follow reads a spool file while it is written: it waits for more at the
+// end of what is there, until the writer ends it; then the reader gets
+// io.EOF, or the writer's error. The file is opened on the first read.
+type follow struct {
+	path string
+	f    *os.File
+	read int64
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	written int64
+	ended   bool
+	err     error
+}
+
+func newFollow(path string) *follow {
+	fw := &follow{path: path}
+	fw.cond = sync.NewCond(&fw.mu)
+	return fw
+}
+
+// grew says the file holds n bytes.
+func (fw *follow) grew(n int64) {
+	fw.mu.Lock()
+	fw.written = n
+	fw.mu.Unlock()
+	fw.cond.Broadcast()
+}
+
+// end says the file is whole (err nil) or will not be.
+func (fw *follow) end(err error) {
+	fw.mu.Lock()
+	if !fw.ended {
+		fw.ended, fw.err = true, err
+	}
+	fw.mu.Unlock()
+	fw.cond.Broadcast()
+}
+
+func (fw *follow) Read(p []byte) (int, error) {
+	fw.mu.Lock()
+	for fw.read >= fw.written && !fw.ended {
+		fw.cond.Wait()
+	}
+	avail, ended, err := fw.written-fw.read, fw.ended, fw.err
+	fw.mu.Unlock()
+	if ended && err != nil {
+		return 0, err
+	}
+	if avail == 0 {
+		return 0, io.EOF
+	}
+	if fw.f == nil {
+		f, err := os.Open(fw.path)
+		if err != nil {
+			return 0, err
+		}
+		fw.f = f
+	}
+	n, err := fw.f.ReadAt(p[:min(int64(len(p)), avail)], fw.read)
+	fw.read += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
+func (fw *follow) Close() error {
+	if fw.f != nil {
+		return fw.f.Close()
+	}
+	return nil
 }
 
 func hashOf(h hash.Hash) v1.Hash {

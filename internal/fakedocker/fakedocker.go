@@ -46,12 +46,14 @@ type Engine struct {
 	// Store is how the engine keeps images, which decides an image's ID
 	// and the form of its export.
 	Store Store
-	// Trickle pauses a save after each file it sends, as an engine does
-	// while it reads a big layer from disk.
+	// Trickle pauses a save before each file it sends (and each Piece of
+	// one), as an engine does while it reads a big layer from disk.
 	Trickle time.Duration
-	// BeforeFile, when set, is called before a save sends each file, with
-	// its name.
-	BeforeFile func(name string)
+	// Piece, when set, sends files in pieces of this many bytes.
+	Piece int
+	// Before, when set, is called before a save sends each file and each
+	// piece of one, with the file's name and where in it the piece starts.
+	Before func(name string, offset int)
 }
 
 // Store is an engine's image store.
@@ -209,7 +211,7 @@ func (e *Engine) save(w http.ResponseWriter, r *http.Request, names []string) {
 	if stall || broken {
 		// Half the export, then silence (stall) or a closed connection.
 		var buf bytes.Buffer
-		_ = write(refs, &buf, func(string) {})
+		_ = write(refs, &buf, func(string, int) {}, 0)
 		_, _ = w.Write(buf.Bytes()[:buf.Len()/2])
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
@@ -226,19 +228,19 @@ func (e *Engine) save(w http.ResponseWriter, r *http.Request, names []string) {
 		return
 	}
 	e.mu.Lock()
-	trickle, before := e.Trickle, e.BeforeFile
+	trickle, before, piece := e.Trickle, e.Before, e.Piece
 	e.mu.Unlock()
 	flusher, _ := w.(http.Flusher)
-	between := func(next string) {
+	between := func(next string, offset int) {
 		if trickle > 0 && flusher != nil {
 			flusher.Flush()
 			time.Sleep(trickle)
 		}
 		if before != nil {
-			before(next)
+			before(next, offset)
 		}
 	}
-	if err := write(refs, w, between); err != nil {
+	if err := write(refs, w, between, piece); err != nil {
 		panic(http.ErrAbortHandler)
 	}
 	if flusher != nil {
@@ -258,7 +260,7 @@ func (e *Engine) id(img v1.Image) (v1.Hash, error) {
 // uncompressed in a directory named by an ID that says nothing of its
 // content, a layer met again linked to its first copy, every entry sorted
 // by name (as `docker save` of Docker 20.10 archives its temp directory).
-func (e *Engine) writeClassic(refs map[name.Tag]v1.Image, w io.Writer, between func(next string)) error {
+func (e *Engine) writeClassic(refs map[name.Tag]v1.Image, w io.Writer, between func(next string, offset int), piece int) error {
 	files := make(map[string][]byte)
 	links := make(map[string]string)
 	var manifest []map[string]any
@@ -312,25 +314,25 @@ func (e *Engine) writeClassic(refs map[name.Tag]v1.Image, w io.Writer, between f
 		return err
 	}
 	files["manifest.json"] = m
-	return writeTar(w, files, links, between)
+	return writeTar(w, files, links, between, piece)
 }
 
 // writeClassicOCI writes what the classic store's save writes since Docker
 // 25: an OCI layout of uncompressed layers named by their diff IDs.
-func writeClassicOCI(refs map[name.Tag]v1.Image, w io.Writer, between func(next string)) error {
-	return writeLayout(refs, w, false, between)
+func writeClassicOCI(refs map[name.Tag]v1.Image, w io.Writer, between func(next string, offset int), piece int) error {
+	return writeLayout(refs, w, false, between, piece)
 }
 
 // writeContainerd writes what the containerd store's save writes: an OCI
 // layout holding the image's blobs as they are (compressed), its manifest
 // and index.json, and manifest.json naming them.
-func writeContainerd(refs map[name.Tag]v1.Image, w io.Writer, between func(next string)) error {
-	return writeLayout(refs, w, true, between)
+func writeContainerd(refs map[name.Tag]v1.Image, w io.Writer, between func(next string, offset int), piece int) error {
+	return writeLayout(refs, w, true, between, piece)
 }
 
 // writeLayout writes an OCI layout of the images with manifest.json: each
 // layer compressed, as its blob, or uncompressed, named by its diff ID.
-func writeLayout(refs map[name.Tag]v1.Image, w io.Writer, compressed bool, between func(next string)) error {
+func writeLayout(refs map[name.Tag]v1.Image, w io.Writer, compressed bool, between func(next string, offset int), piece int) error {
 	files := make(map[string][]byte)
 	var manifest []map[string]any
 	var index []v1.Descriptor
@@ -397,12 +399,12 @@ func writeLayout(refs map[name.Tag]v1.Image, w io.Writer, compressed bool, betwe
 		files["index.json"] = idx
 	}
 	files["oci-layout"] = []byte(`{"imageLayoutVersion":"1.0.0"}`)
-	return writeTar(w, files, nil, between)
+	return writeTar(w, files, nil, between, piece)
 }
 
-// writeTar writes files and links, sorted by name, calling between before
-// each file with its name.
-func writeTar(w io.Writer, files map[string][]byte, links map[string]string, between func(next string)) error {
+// writeTar writes files and links, sorted by name, in pieces of piece bytes
+// (0: whole), calling between before each file and piece.
+func writeTar(w io.Writer, files map[string][]byte, links map[string]string, between func(next string, offset int), piece int) error {
 	var names []string
 	for n := range files {
 		names = append(names, n)
@@ -413,7 +415,7 @@ func writeTar(w io.Writer, files map[string][]byte, links map[string]string, bet
 	sort.Strings(names)
 	tw := tar.NewWriter(w)
 	for _, n := range names {
-		between(n)
+		between(n, 0)
 		if target, ok := links[n]; ok {
 			if err := tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeSymlink, Linkname: target, Mode: 0o644}); err != nil {
 				return err
@@ -424,8 +426,18 @@ func writeTar(w io.Writer, files map[string][]byte, links map[string]string, bet
 		if err := tw.WriteHeader(&tar.Header{Name: n, Typeflag: tar.TypeReg, Size: int64(len(b)), Mode: 0o644}); err != nil {
 			return err
 		}
-		if _, err := tw.Write(b); err != nil {
-			return err
+		for off := 0; off < len(b); {
+			end := len(b)
+			if piece > 0 {
+				end = min(off+piece, len(b))
+			}
+			if off > 0 {
+				between(n, off)
+			}
+			if _, err := tw.Write(b[off:end]); err != nil {
+				return err
+			}
+			off = end
 		}
 		if err := tw.Flush(); err != nil {
 			return err
