@@ -361,8 +361,12 @@ func (c *countWriter) Write(p []byte) (int, error) {
 // io.EOF, or the writer's error. The file is opened on the first read.
 type follow struct {
 	path string
-	f    *os.File
-	read int64
+	// fmu guards the file and the offset: net/http may still read a body
+	// after RoundTrip has returned, while its owner closes it.
+	fmu    sync.Mutex
+	f      *os.File
+	read   int64
+	closed bool
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -396,6 +400,11 @@ func (fw *follow) end(err error) {
 }
 
 func (fw *follow) Read(p []byte) (int, error) {
+	fw.fmu.Lock()
+	defer fw.fmu.Unlock()
+	if fw.closed {
+		return 0, os.ErrClosed
+	}
 	fw.mu.Lock()
 	for fw.read >= fw.written && !fw.ended {
 		fw.cond.Wait()
@@ -423,7 +432,12 @@ func (fw *follow) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close closes the file. A Read waiting for more bytes holds the lock
+// until the writer ends the file, which it always does.
 func (fw *follow) Close() error {
+	fw.fmu.Lock()
+	defer fw.fmu.Unlock()
+	fw.closed = true
 	if fw.f != nil {
 		return fw.f.Close()
 	}
@@ -434,7 +448,7 @@ func hashOf(h hash.Hash) v1.Hash {
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
 }
 
-// file returns the export's file at p, following links.
+// resolve is the path p names in the export, following links.
 func (e *exportReader) resolve(p string) string {
 	for range 8 {
 		t, ok := e.links[p]
