@@ -126,7 +126,7 @@ func TestRebuildUploadsOnlyTheNewLayer(t *testing.T) {
 	if sent := reg.Faults.Stats().BlobBytes; sent > 80<<10 {
 		t.Errorf("uploaded %d bytes, want only the app layer and the config (< 80 KiB)", sent)
 	}
-	if !strings.Contains(r.stdout.String(), "1 layer compressed, 2 found at the destination") {
+	if !strings.Contains(r.stdout.String(), "1 layer compressed, 2 reused") {
 		t.Errorf("the log does not say what was compressed:\n%s", &r.stdout)
 	}
 }
@@ -402,5 +402,34 @@ func TestAFailedStreamFallsBackToAPlainUpload(t *testing.T) {
 				t.Error("the fault never came: the case tests nothing")
 			}
 		})
+	}
+}
+
+// Services built on one base, pushed in one run to new repositories: the
+// first export compresses the base, the next one reuses those layers (one
+// export at a time), and the base goes up once, mounted into the other
+// repository. Each export compressed the whole base, at once.
+func TestImagesOfOneBaseCompressItOnce(t *testing.T) {
+	base := baseLayers(t)
+	api, web := service(t, base), service(t, base)
+	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": api, "acme/web:ci": web})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	r := newRunner(t, map[string]string{"images": "docker-daemon:acme/api:ci -> " + reg.Host + "/acme/api:1\ndocker-daemon:acme/web:ci -> " + reg.Host + "/acme/web:1"})
+	r.env["DOCKER_HOST"] = engine.Host
+	mustRun(t, r)
+	for _, ref := range []string{reg.Host + "/acme/api:1", reg.Host + "/acme/web:1"} {
+		manifestOf(t, ref)
+	}
+	log := r.stdout.String()
+	if !strings.Contains(log, "3 layers compressed") || !strings.Contains(log, "1 layer compressed, 2 reused") {
+		t.Errorf("the second export compressed the base again:\n%s", log)
+	}
+	// The base (2 MiB) once, two app layers and configs.
+	if sent := reg.Faults.Stats().BlobBytes; sent > 2<<20+200<<10 {
+		t.Errorf("uploaded %d bytes: the base went up twice", sent)
 	}
 }

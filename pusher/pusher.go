@@ -367,7 +367,7 @@ func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (Image
 		if look != nil && look.whole != nil {
 			open = func(context.Context, Held) (*content, error) { return contentOf(look.whole) }
 		} else if look != nil {
-			open = func(ctx context.Context, _ Held) (*content, error) { return img.open(ctx, look.cache) }
+			open = func(ctx context.Context, _ Held) (*content, error) { return r.export(ctx, img, look.cache) }
 		}
 	}
 	res := ImageResult{Name: img.name}
@@ -422,6 +422,46 @@ func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (Image
 	return res, runs
 }
 
+// export opens an engine image with the layers the destination holds and
+// those earlier exports of the run compressed, one export at a time, and
+// keeps the layers it compressed for the later ones. The wait is for the
+// export before, which its stall watchdog and the tags' time limit bound.
+func (r *run) export(ctx context.Context, img opened, cache *layerCache) (*content, error) {
+	select {
+	case r.exports <- struct{}{}:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	defer func() { <-r.exports }()
+	r.mu.Lock()
+	cache.mu.Lock()
+	for d, l := range r.compressed {
+		if _, ok := cache.layers[d]; !ok {
+			cache.layers[d] = l
+		}
+	}
+	cache.mu.Unlock()
+	r.mu.Unlock()
+	c, err := img.open(ctx, cache)
+	if err != nil {
+		return nil, err
+	}
+	if im, ok := c.top.(v1.Image); ok {
+		if layers, err := im.Layers(); err == nil {
+			r.mu.Lock()
+			for _, l := range layers {
+				if d, err := l.DiffID(); err == nil {
+					if _, ok := r.compressed[d]; !ok {
+						r.compressed[d] = l
+					}
+				}
+			}
+			r.mu.Unlock()
+		}
+	}
+	return c, nil
+}
+
 // repo returns the run's state of a destination repository, made on first use.
 func (r *run) repo(repo name.Repository) *repoState {
 	reg := r.destination(repo.RegistryStr())
@@ -444,6 +484,8 @@ func (p *Pusher) newRun(ctx context.Context) *run {
 		repos:      make(map[name.Repository]*repoState),
 		faults:     make(map[Fault]int),
 		readFaults: make(map[Fault]int),
+		exports:    make(chan struct{}, 1),
+		compressed: make(map[v1.Hash]v1.Layer),
 	}
 	// Blob phases run for the tags of a repository, not for one tag: they
 	// end when the run does.
@@ -494,6 +536,14 @@ type run struct {
 	// planning is a dry run: destinations are read, never written.
 	planning    bool
 	uploadPlans []Upload
+
+	// exports lets one Docker engine image export at a time, and
+	// compressed holds, by diff ID, the layers those exports compressed:
+	// a later image of the run on the same base reuses them rather than
+	// compress them again (on 2 cores, four services on one base would
+	// compress it four times at once).
+	exports    chan struct{}
+	compressed map[v1.Hash]v1.Layer
 }
 
 // destination returns the run's state of a destination registry, made on

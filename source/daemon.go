@@ -124,7 +124,7 @@ func (d *daemonSource) open(ctx context.Context, held Held) (*Image, error) {
 	if len(short) > 12 {
 		short = short[:12]
 	}
-	return &Image{Taggable: img, Description: fmt.Sprintf("Docker engine image %s (ID %s; %s)", d.spec, short, img.says()), close: cleanup}, nil
+	return &Image{Taggable: img, Description: fmt.Sprintf("Docker engine image %s (ID %s; %s)", d.spec, short, er.says(img)), close: cleanup}, nil
 }
 
 // ExportStallError is an export the Docker engine stopped sending: nothing

@@ -551,10 +551,17 @@ func (e *exportReader) ownManifest(id v1.Hash, rawConfig []byte) (*v1.Manifest, 
 	return found, raw
 }
 
-// says what the export cost: layers compressed, found at the destination,
-// or kept as they came.
-func (img *engineImage) says() string {
-	var compressed, held, came int
+// says what the export cost: layers it compressed, layers it reused (the
+// destination's blobs, or another image's of the run), blobs kept as the
+// engine compressed them.
+func (e *exportReader) says(img *engineImage) string {
+	mine := make(map[string]bool)
+	for _, s := range e.layers {
+		if s.file != "" {
+			mine[s.file] = true
+		}
+	}
+	var compressed, reused, came int
 	seen := make(map[v1.Hash]bool)
 	for _, l := range img.layers {
 		d, _ := l.Digest()
@@ -563,8 +570,8 @@ func (img *engineImage) says() string {
 		}
 		seen[d] = true
 		switch s, ok := l.(*spooledLayer); {
-		case !ok:
-			held++
+		case !ok || !mine[s.s.file]:
+			reused++
 		case s.s.diffID.Hex == "":
 			came++
 		default:
@@ -572,8 +579,8 @@ func (img *engineImage) says() string {
 		}
 	}
 	parts := []string{fmt.Sprintf("%d %s compressed", compressed, plural(compressed, "layer", "layers"))}
-	if held > 0 {
-		parts = append(parts, fmt.Sprintf("%d found at the destination", held))
+	if reused > 0 {
+		parts = append(parts, fmt.Sprintf("%d reused", reused))
 	}
 	if came > 0 {
 		parts = append(parts, fmt.Sprintf("%d kept as the engine compressed %s", came, plural(came, "it", "them")))

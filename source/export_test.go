@@ -167,7 +167,7 @@ func heldLayersAreNotCompressed(t *testing.T, store fakedocker.Store) {
 	if !bytes.Equal(gotBytes, wantBytes) {
 		t.Errorf("the new layer's %d bytes are not the engine's %d", len(gotBytes), len(wantBytes))
 	}
-	if !strings.Contains(got.Description, "1 layer compressed, 2 found at the destination") {
+	if !strings.Contains(got.Description, "1 layer compressed, 2 reused") {
 		t.Errorf("description %q", got.Description)
 	}
 	// The pushed config is the engine's: its digest is the image ID.
