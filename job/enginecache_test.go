@@ -433,3 +433,32 @@ func TestImagesOfOneBaseCompressItOnce(t *testing.T) {
 		t.Errorf("uploaded %d bytes: the base went up twice", sent)
 	}
 }
+
+// An engine with the containerd image store: the image is pushed as the
+// engine keeps it, at the engine's own digest (its ID), and a re-run finds
+// every tag holding it without an export.
+func TestContainerdStoreImageIsPushedAsItIs(t *testing.T) {
+	img := service(t, baseLayers(t))
+	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	engine.Store = fakedocker.Containerd
+	reg := testregistry.ForTest(t, testregistry.Options{})
+	tags := reg.Host + "/acme/api:1\n" + reg.Host + "/acme/api:latest"
+	run := func() map[string]string {
+		r := newRunner(t, map[string]string{"source": "docker-daemon:acme/api:ci", "tags": tags})
+		r.env["DOCKER_HOST"] = engine.Host
+		mustRun(t, r)
+		return r.outputs(t)
+	}
+	want, _ := img.Digest()
+	if out := run(); out["digest"] != want.String() || engine.Saves() != 1 {
+		t.Fatalf("first push: digest %s, want the engine's %s; %d exports", out["digest"], want, engine.Saves())
+	}
+	manifestOf(t, reg.Host+"/acme/api:1")
+	if out := run(); out["unchanged"] != tags || engine.Saves() != 1 {
+		t.Errorf("re-run: unchanged %q, %d exports (want still 1)", out["unchanged"], engine.Saves())
+	}
+}

@@ -185,6 +185,9 @@ func TestContainerdStoreBlobsPassThrough(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// buildx writes annotations: a manifest written anew would lose them,
+	// and its digest would not be the engine's ID.
+	img = mutate.Annotations(img, map[string]string{"org.opencontainers.image.source": "https://github.com/acme/app"}).(v1.Image)
 	engine := engineWith(t, fakedocker.Containerd, img)
 	p, err := Prepare(context.Background(), "docker-daemon:acme/app:ci", Options{Docker: Docker{Host: engine.Host}})
 	if err != nil {
