@@ -89,11 +89,7 @@ func manifestOf(t *testing.T, ref string) *v1.Manifest {
 func TestRebuildUploadsOnlyTheNewLayer(t *testing.T) {
 	base := baseLayers(t)
 	last, next := service(t, base), service(t, base)
-	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": next})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer engine.Close()
+	engine := fakeEngine(t, map[string]v1.Image{"acme/api:ci": next})
 	reg := testregistry.ForTest(t, testregistry.Options{})
 	tags := []string{reg.Host + "/acme/api:1.4", reg.Host + "/acme/api:latest"}
 	for _, ref := range tags {
@@ -136,11 +132,7 @@ func TestRebuildUploadsOnlyTheNewLayer(t *testing.T) {
 // it and its blobs mounted from there: no export at all.
 func TestImageHeldByOneTagIsNotExported(t *testing.T) {
 	img := service(t, baseLayers(t))
-	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": img})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer engine.Close()
+	engine := fakeEngine(t, map[string]v1.Image{"acme/api:ci": img})
 	reg := testregistry.ForTest(t, testregistry.Options{})
 	run := func(tags ...string) (int, map[string]string) {
 		r := newRunner(t, map[string]string{"source": "docker-daemon:acme/api:ci", "tags": strings.Join(tags, "\n")})
@@ -254,23 +246,8 @@ func TestRebuildOnARealEngine(t *testing.T) {
 // the time it sends the last layer, the registry has blob bytes already.
 // Every upload waited for the whole export before.
 func TestNewLayersUploadWhileTheExportGoesOn(t *testing.T) {
-	var layers []v1.Layer
-	for range 3 {
-		l, err := random.Layer(256<<10, "application/vnd.docker.image.rootfs.diff.tar.gzip")
-		if err != nil {
-			t.Fatal(err)
-		}
-		layers = append(layers, l)
-	}
-	img, err := mutate.AppendLayers(empty.Image, layers...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": img})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer engine.Close()
+	img, _ := randomImage(t, 3, 256<<10)
+	engine := fakeEngine(t, map[string]v1.Image{"acme/api:ci": img})
 	reg := testregistry.ForTest(t, testregistry.Options{})
 	var atEnd atomic.Int64
 	sent := 0
@@ -319,19 +296,9 @@ func TestABigLayerStreamsWhileItIsCompressed(t *testing.T) {
 }
 
 func bigLayerStreams(t *testing.T, host string, fl *faults.Layer) {
-	l, err := random.Layer(3<<20, "application/vnd.docker.image.rootfs.diff.tar.gzip")
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": img})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer engine.Close()
+	img, layers := randomImage(t, 1, 3<<20)
+	l := layers[0]
+	engine := fakeEngine(t, map[string]v1.Image{"acme/api:ci": img})
 	var before atomic.Int64
 	engine.Trickle, engine.Piece = 100*time.Millisecond, 256<<10
 	size, _ := l.Size()
@@ -366,14 +333,7 @@ func bigLayerStreams(t *testing.T, host string, fl *faults.Layer) {
 // goes cannot be sent again) leaves the layer to a plain upload, and every
 // tag is pushed, whole.
 func TestAFailedStreamFallsBackToAPlainUpload(t *testing.T) {
-	l, err := random.Layer(2<<20, "application/vnd.docker.image.rootfs.diff.tar.gzip")
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.AppendLayers(empty.Image, l)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img, _ := randomImage(t, 1, 2<<20)
 	for _, tt := range []struct {
 		name string
 		cfg  faults.Config
@@ -384,11 +344,7 @@ func TestAFailedStreamFallsBackToAPlainUpload(t *testing.T) {
 		{"token expired in flight", faults.Config{TokenAuth: true, ShortLivedTokens: 1}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": img})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer engine.Close()
+			engine := fakeEngine(t, map[string]v1.Image{"acme/api:ci": img})
 			engine.Trickle, engine.Piece = 20*time.Millisecond, 256<<10
 			reg := testregistry.ForTest(t, testregistry.Options{Faults: tt.cfg})
 			tags := []string{reg.Host + "/acme/api:1", reg.Host + "/acme/api:latest"}
@@ -412,11 +368,7 @@ func TestAFailedStreamFallsBackToAPlainUpload(t *testing.T) {
 func TestImagesOfOneBaseCompressItOnce(t *testing.T) {
 	base := baseLayers(t)
 	api, web := service(t, base), service(t, base)
-	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": api, "acme/web:ci": web})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer engine.Close()
+	engine := fakeEngine(t, map[string]v1.Image{"acme/api:ci": api, "acme/web:ci": web})
 	reg := testregistry.ForTest(t, testregistry.Options{})
 	r := newRunner(t, map[string]string{"images": "docker-daemon:acme/api:ci -> " + reg.Host + "/acme/api:1\ndocker-daemon:acme/web:ci -> " + reg.Host + "/acme/web:1"})
 	r.env["DOCKER_HOST"] = engine.Host
@@ -439,11 +391,7 @@ func TestImagesOfOneBaseCompressItOnce(t *testing.T) {
 // every tag holding it without an export.
 func TestContainerdStoreImageIsPushedAsItIs(t *testing.T) {
 	img := service(t, baseLayers(t))
-	engine, err := fakedocker.Start(t.TempDir(), map[string]v1.Image{"acme/api:ci": img})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer engine.Close()
+	engine := fakeEngine(t, map[string]v1.Image{"acme/api:ci": img})
 	engine.Store = fakedocker.Containerd
 	reg := testregistry.ForTest(t, testregistry.Options{})
 	tags := reg.Host + "/acme/api:1\n" + reg.Host + "/acme/api:latest"
@@ -461,4 +409,33 @@ func TestContainerdStoreImageIsPushedAsItIs(t *testing.T) {
 	if out := run(); out["unchanged"] != tags || engine.Saves() != 1 {
 		t.Errorf("re-run: unchanged %q, %d exports (want still 1)", out["unchanged"], engine.Saves())
 	}
+}
+
+// fakeEngine serves images as a fake Docker engine, for the test's time.
+func fakeEngine(t *testing.T, images map[string]v1.Image) *fakedocker.Engine {
+	t.Helper()
+	engine, err := fakedocker.Start(t.TempDir(), images)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	return engine
+}
+
+// randomImage is an image of n layers of size random bytes each.
+func randomImage(t *testing.T, n int, size int64) (v1.Image, []v1.Layer) {
+	t.Helper()
+	var layers []v1.Layer
+	for range n {
+		l, err := random.Layer(size, "application/vnd.docker.image.rootfs.diff.tar.gzip")
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers = append(layers, l)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, layers
 }

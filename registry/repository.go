@@ -238,20 +238,26 @@ func (r *Repository) Manifest(ctx context.Context, ref string) ([]byte, types.Me
 		mt  types.MediaType
 	)
 	err := r.read(ctx, http.MethodGet, r.manifestURL(ref), readTimeout, func(resp *http.Response) error {
-		if err := transport.CheckError(resp, http.StatusOK); err != nil {
-			return err
-		}
-		b, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
-		if err != nil {
-			return fmt.Errorf("read manifest %s: %w", ref, err)
-		}
-		if len(b) > maxManifestBytes {
-			return fmt.Errorf("manifest %s is larger than %d bytes", ref, maxManifestBytes)
-		}
+		b, err := readWhole(resp, maxManifestBytes, "manifest "+ref)
 		raw, mt = b, types.MediaType(resp.Header.Get("Content-Type"))
-		return nil
+		return err
 	})
 	return raw, mt, err
+}
+
+// readWhole reads a 200's body whole, refusing one over max bytes.
+func readWhole(resp *http.Response, max int, what string) ([]byte, error) {
+	if err := transport.CheckError(resp, http.StatusOK); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, int64(max)+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	if len(b) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", what, max)
+	}
+	return b, nil
 }
 
 // BlobExists reports whether the repository has the blob.
@@ -638,15 +644,9 @@ const maxConfigBytes = 8 << 20
 func (r *Repository) Config(ctx context.Context, d v1.Hash) ([]byte, error) {
 	var raw []byte
 	err := r.read(ctx, http.MethodGet, r.base()+"/blobs/"+d.String(), readTimeout, func(resp *http.Response) error {
-		if err := transport.CheckError(resp, http.StatusOK); err != nil {
-			return err
-		}
-		b, err := io.ReadAll(io.LimitReader(resp.Body, maxConfigBytes+1))
+		b, err := readWhole(resp, maxConfigBytes, "config "+d.String())
 		if err != nil {
-			return fmt.Errorf("read blob %s: %w", d, err)
-		}
-		if len(b) > maxConfigBytes {
-			return fmt.Errorf("blob %s is larger than %d bytes: not a config", d, maxConfigBytes)
+			return err
 		}
 		if got := sha256Hex(b); got != d.Hex {
 			return fmt.Errorf("blob %s read back as sha256:%s", d, got)
