@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,10 +41,11 @@ func (b *bench) engineBench(ctx context.Context, s settings) error {
 		return err
 	}
 	const base = "bench/engine-base:1"
-	goroot := runtime.GOROOT()
-	if out, err := exec.CommandContext(ctx, "go", "env", "GOROOT").Output(); err == nil {
-		goroot = strings.TrimSpace(string(out))
+	out, err := exec.CommandContext(ctx, "go", "env", "GOROOT").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOROOT: %w", err)
 	}
+	goroot := strings.TrimSpace(string(out))
 	fmt.Fprintf(os.Stderr, "bench: importing %s/src and %s/pkg as the base\n", goroot, goroot)
 	imp := exec.CommandContext(ctx, "sh", "-c", fmt.Sprintf("tar -C %q -cf - src pkg | docker import - %s", goroot, base))
 	if out, err := imp.CombinedOutput(); err != nil {
@@ -72,11 +72,11 @@ func (b *bench) engineBench(ctx context.Context, s settings) error {
 		return ref, nil
 	}
 	type row struct {
-		kase, who           string
-		run                 int
-		wall, cpu, engine   time.Duration
-		bytes, rss          int64
-		holding, exportRuns int
+		kase, who         string
+		run               int
+		wall, cpu, engine time.Duration
+		bytes, rss        int64
+		holding           int
 	}
 	var rows []row
 	cases := []string{"first push", "rebuild, fresh runner", "rebuild, same engine", "unchanged re-run"}
