@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -234,5 +238,40 @@ func TestCompressingASpooledLayerIsNotSilence(t *testing.T) {
 	}
 	if busy == 0 {
 		t.Error("compressing the spooled layer never told the watchdog the run is busy")
+	}
+}
+
+// `docker save -o app.tar` on an engine with the containerd image store
+// writes the same form, and a later job pushes it as docker-archive:. The
+// layers come compressed; the image pushed is the engine's, blob for blob.
+func TestArchiveOfAContainerdStoreSave(t *testing.T) {
+	img, err := random.Image(64<<10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := engineWith(t, fakedocker.Containerd, img)
+	path := filepath.Join(t.TempDir(), "app.tar")
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", strings.TrimPrefix(engine.Host, "unix://"))
+	}}}
+	resp, err := client.Get("http://engine/images/get?names=acme/app:ci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	got, err := Open(context.Background(), "docker-archive:"+path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, w := layerDigests(t, got.Taggable.(v1.Image)), layerDigests(t, img); strings.Join(g, ",") != strings.Join(w, ",") {
+		t.Errorf("layers %v, want the engine's blobs %v", g, w)
 	}
 }
