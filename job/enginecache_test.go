@@ -439,3 +439,24 @@ func randomImage(t *testing.T, n int, size int64) (v1.Image, []v1.Layer) {
 	}
 	return img, layers
 }
+
+// On a slow wire a layer streams for longer than a repository waits for a
+// home that makes no progress (3 s): the stream's bytes count as its home's
+// progress, so the image's other repository mounts the layer once it is
+// there instead of sending it a second time.
+func TestASlowStreamIsAHomeMakingProgress(t *testing.T) {
+	img, layers := randomImage(t, 1, 8<<20)
+	engine := fakeEngine(t, map[string]v1.Image{"acme/api:ci": img})
+	reg := testregistry.ForTest(t, testregistry.Options{Faults: faults.Config{UploadBytesPerSec: 2 << 20}})
+	tags := []string{reg.Host + "/acme/api:1", reg.Host + "/acme/mirror:1"}
+	r := newRunner(t, map[string]string{"source": "docker-daemon:acme/api:ci", "tags": strings.Join(tags, "\n")})
+	r.env["DOCKER_HOST"] = engine.Host
+	mustRun(t, r)
+	for _, ref := range tags {
+		manifestOf(t, ref)
+	}
+	size, _ := layers[0].Size()
+	if sent := reg.Faults.Stats().BlobBytes; sent > size+size/4 {
+		t.Errorf("uploaded %d bytes for a layer of %d: the other repository sent it again\n%s", sent, size, &r.stdout)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -360,6 +361,9 @@ func (r *run) uploadEarly(img opened, l v1.Layer, s *stream) {
 		seen[s.rs.repo] = true
 		rs := s.rs
 		home, mine := rs.reg.claim(d, rs.repo.RepositoryStr())
+		if mine {
+			s.home.Store(home)
+		}
 		_, fresh := beginFresh(rs, rs.blobs, d, func(ctx context.Context) (int, verdict, error) {
 			select {
 			case <-s.done:
@@ -402,6 +406,25 @@ type stream struct {
 	digest chan v1.Hash  // the layer's digest, from Ready
 	done   chan struct{} // closed when the stream has ended
 	ok     bool          // set before done is closed
+	// home, once the layer is whole, is the blob's home the stream is:
+	// the bytes it sends from then on count as that home's progress, so
+	// the repositories waiting to mount from it tell a slow wire from a
+	// stalled one.
+	home atomic.Pointer[blobHome]
+}
+
+// progress counts what the stream sends toward its home.
+type progress struct {
+	r io.Reader
+	s *stream
+}
+
+func (p *progress) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if h := p.s.home.Load(); h != nil && n > 0 {
+		h.sent.Add(int64(n))
+	}
+	return n, err
 }
 
 // streamLayer starts streaming body to img's first repository. The write
@@ -422,7 +445,7 @@ func (r *run) streamLayer(img opened, body io.ReadCloser) *stream {
 			if sess, err = rs.rc.StartUpload(ctx); err != nil {
 				return err
 			}
-			return sess.Patch(ctx, body)
+			return sess.Patch(ctx, &progress{r: body, s: s})
 		})
 		if err != nil {
 			return
