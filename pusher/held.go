@@ -196,7 +196,7 @@ func (c *layerCache) image(repo name.Repository, raw, cfg []byte) v1.Image {
 	if err != nil || len(cf.RootFS.DiffIDs) != len(m.Layers) {
 		return nil
 	}
-	img := &heldImage{raw: raw, manifest: m, config: cfg}
+	img := &heldImage{raw: raw, digest: digestOf(raw), manifest: m, config: cfg}
 	// The config is mounted from there too.
 	img.configLayer = &remote.MountableLayer{Layer: static.NewLayer(cfg, m.Config.MediaType), Reference: repo.Digest(m.Config.Digest.String())}
 	for i, d := range cf.RootFS.DiffIDs {
@@ -215,6 +215,7 @@ func (c *layerCache) image(repo name.Repository, raw, cfg []byte) v1.Image {
 // heldImage is an image a destination tag holds, read from there.
 type heldImage struct {
 	raw, config []byte
+	digest      v1.Hash // raw's
 	manifest    *v1.Manifest
 	layers      []v1.Layer
 	configLayer v1.Layer
@@ -230,11 +231,8 @@ func (h *heldImage) ConfigName() (v1.Hash, error)        { return h.manifest.Con
 func (h *heldImage) ConfigFile() (*v1.ConfigFile, error) {
 	return v1.ParseConfigFile(bytes.NewReader(h.config))
 }
-func (h *heldImage) RawConfigFile() ([]byte, error) { return h.config, nil }
-func (h *heldImage) Digest() (v1.Hash, error) {
-	sum := sha256.Sum256(h.raw)
-	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}, nil
-}
+func (h *heldImage) RawConfigFile() ([]byte, error)  { return h.config, nil }
+func (h *heldImage) Digest() (v1.Hash, error)        { return h.digest, nil }
 func (h *heldImage) Manifest() (*v1.Manifest, error) { return h.manifest.DeepCopy(), nil }
 func (h *heldImage) RawManifest() ([]byte, error)    { return h.raw, nil }
 func (h *heldImage) LayerByDigest(d v1.Hash) (v1.Layer, error) {
@@ -328,8 +326,7 @@ func (l *heldLayer) Uncompressed() (io.ReadCloser, error) {
 // holds reports whether the manifest raw is the image id names: its digest,
 // or its config's. It returns the manifest's digest.
 func holds(raw []byte, id v1.Hash) (v1.Hash, bool) {
-	sum := sha256.Sum256(raw)
-	d := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+	d := digestOf(raw)
 	if d == id {
 		return d, true
 	}
@@ -340,6 +337,12 @@ func holds(raw []byte, id v1.Hash) (v1.Hash, bool) {
 		return d, false
 	}
 	return d, m.Config.Digest == id
+}
+
+// digestOf is the sha256 digest of b.
+func digestOf(b []byte) v1.Hash {
+	sum := sha256.Sum256(b)
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
 }
 
 // uploadEarly starts the upload of a layer of img to each of its

@@ -227,8 +227,7 @@ func (r *Repository) getManifest(ctx context.Context, ref string) (v1.Hash, erro
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	sum := sha256.Sum256(raw)
-	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}, nil
+	return digestOf(raw), nil
 }
 
 // Manifest reads the manifest ref names (GET), with its media type.
@@ -532,10 +531,7 @@ func (r *Repository) post(ctx context.Context, u string) (*Session, int, error) 
 // must be sent (a re-authentication sends it again); its errors are the
 // caller's to mark.
 func (s *Session) Put(ctx context.Context, d v1.Hash, size int64, open func() (io.ReadCloser, error)) error {
-	loc := *s.loc
-	q := loc.Query()
-	q.Set("digest", d.String())
-	loc.RawQuery = q.Encode()
+	loc := s.withDigest(d)
 	client, err := s.r.client(ctx)
 	if err != nil {
 		return err
@@ -597,10 +593,7 @@ func (s *Session) Patch(ctx context.Context, body io.Reader) error {
 // Commit ends a session whose bytes went up by Patch: a PUT with no body,
 // naming the blob's digest, which the registry checks against what it got.
 func (s *Session) Commit(ctx context.Context, d v1.Hash) error {
-	loc := *s.loc
-	q := loc.Query()
-	q.Set("digest", d.String())
-	loc.RawQuery = q.Encode()
+	loc := s.withDigest(d)
 	client, err := s.r.client(ctx)
 	if err != nil {
 		return err
@@ -615,6 +608,15 @@ func (s *Session) Commit(ctx context.Context, d v1.Hash) error {
 	}
 	defer resp.Body.Close()
 	return transport.CheckError(resp, http.StatusCreated)
+}
+
+// withDigest is the session's location with ?digest=d, which ends it.
+func (s *Session) withDigest(d v1.Hash) url.URL {
+	loc := *s.loc
+	q := loc.Query()
+	q.Set("digest", d.String())
+	loc.RawQuery = q.Encode()
+	return loc
 }
 
 // nameUnknown is a 404 whose error code is NAME_UNKNOWN.
@@ -648,8 +650,8 @@ func (r *Repository) Config(ctx context.Context, d v1.Hash) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		if got := sha256Hex(b); got != d.Hex {
-			return fmt.Errorf("blob %s read back as sha256:%s", d, got)
+		if got := digestOf(b); got != d {
+			return fmt.Errorf("blob %s read back as %s", d, got)
 		}
 		raw = b
 		return nil
@@ -686,7 +688,8 @@ func (r *Repository) OpenBlob(ctx context.Context, d v1.Hash) (io.ReadCloser, er
 	return body, err
 }
 
-func sha256Hex(b []byte) string {
+// digestOf is the sha256 digest of b.
+func digestOf(b []byte) v1.Hash {
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
 }

@@ -208,13 +208,9 @@ func (e *exportReader) entry(p string, size int64, r io.Reader) error {
 		return err
 	case strings.HasSuffix(p, "/layer.tar"), named.Hex != "" && e.isLayer(named):
 		return e.layer(p, br, named)
-	case strings.HasPrefix(p, "blobs/") && size > 0:
-		// A blob that is no JSON and no compression we know and not a
-		// layer of the image: an uncompressed layer of another
-		// image's, say. Passed over.
-		_, err := io.Copy(io.Discard, br)
-		return err
 	}
+	// Anything else (VERSION, a v1 json, a blob that is none of the
+	// image's layers) is passed over.
 	_, err := io.Copy(io.Discard, br)
 	return err
 }
@@ -534,8 +530,7 @@ func (e *exportReader) image(id v1.Hash) (*engineImage, error) {
 // ownManifest finds, among the export's JSON files, the manifest of the
 // image: the one whose digest is the image's ID, or whose config is this.
 func (e *exportReader) ownManifest(id v1.Hash, rawConfig []byte) (*v1.Manifest, []byte) {
-	sum := sha256.Sum256(rawConfig)
-	cfg := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+	cfg := sha256Of(rawConfig)
 	var found *v1.Manifest
 	var raw []byte
 	for _, b := range e.files {
@@ -543,8 +538,7 @@ func (e *exportReader) ownManifest(id v1.Hash, rawConfig []byte) (*v1.Manifest, 
 		if err != nil || m.Config.Digest != cfg || len(m.Layers) == 0 {
 			continue
 		}
-		d := sha256.Sum256(b)
-		if found == nil || hex.EncodeToString(d[:]) == id.Hex {
+		if found == nil || sha256Of(b) == id {
 			found, raw = m, b
 		}
 	}
