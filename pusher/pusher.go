@@ -358,16 +358,16 @@ func (p *Pusher) push(ctx context.Context, images []opened, plan bool) *Report {
 // pushImage opens one image and pushes it to its tags, a destination (its
 // tags in one repository) at a time, all at once.
 func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (ImageResult, []*tagRun) {
-	open := img.open
+	open := func(ctx context.Context) (*content, error) { return img.open(ctx, nil) }
 	if img.id != "" {
 		res, runs, look, ok := r.heldAlready(ctx, img, start)
-		if ok {
+		switch {
+		case ok:
 			return res, runs
-		}
-		if look != nil && look.whole != nil {
-			open = func(context.Context, Held) (*content, error) { return contentOf(look.whole) }
-		} else if look != nil {
-			open = func(ctx context.Context, _ Held) (*content, error) { return r.export(ctx, img, look.cache) }
+		case look != nil && look.whole != nil:
+			open = func(context.Context) (*content, error) { return contentOf(look.whole) }
+		case look != nil:
+			open = func(ctx context.Context) (*content, error) { return r.export(ctx, img, look.cache) }
 		}
 	}
 	res := ImageResult{Name: img.name}
@@ -376,7 +376,7 @@ func (r *run) pushImage(ctx context.Context, img opened, start time.Time) (Image
 	// as the image's tags: a registry: source reads its blobs with it.
 	octx, cancel := context.WithDeadline(ctx, start.Add(r.cfg.timeout))
 	defer cancel()
-	c, err := open(octx, nil)
+	c, err := open(octx)
 	if err != nil {
 		if !r.planning {
 			r.passBarriers(img.tags)
